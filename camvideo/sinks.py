@@ -1,0 +1,332 @@
+"""Annotated frames out to an H.264 MP4, with the source's timestamps and audio.
+
+:class:`Mp4Sink` writes to a hidden temporary file next to the target and renames it
+over the target only when :meth:`Mp4Sink.close` succeeds, so the target path never
+holds a half-written video (a crash, Ctrl-C or full disk leaves at most a
+``.NAME.partial-XXXXXXXX.mp4`` that :meth:`Mp4Sink.abort` removes).
+
+Each frame is encoded with the pts it came with, in the source's ``time_base``, so
+variable-frame-rate video keeps its exact timing; the audio streams of the source are
+copied packet for packet (never re-encoded) and interleaved with the video by time.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+from fractions import Fraction
+from os import PathLike
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
+
+from .errors import InputError, OutputError
+from .video import VideoInfo
+
+__all__ = ["Mp4Sink", "X264_PRESETS"]
+
+log = logging.getLogger(__name__)
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+
+# Output is tagged BT.709, limited range, and converted with that matrix, so players
+# and camvideo's own FileSource read the colours back as they were written.
+_BT709 = 1  # AVCOL_SPC_BT709 == AVCOL_PRI_BT709 == AVCOL_TRC_BT709
+
+
+def _reason(err: BaseException) -> str:
+    """One-line description of an I/O failure, with the common ones spelled out."""
+    code = getattr(err, "errno", None)
+    if code == errno.ENOSPC:
+        return "disk full"
+    if code == errno.EDQUOT:
+        return "disk quota exceeded"
+    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return " ".join(str(text).split())
+
+
+class Mp4Sink:
+    """Encode uint8 RGB frames to an H.264 (libx264, yuv420p) MP4 with ``+faststart``.
+
+    The video stream is sized from the first image written (so a side-by-side view of
+    twice the source width is fine); later images must have that same size. yuv420p
+    needs an even width and height and H.264 cannot crop 4:2:0 video by one pixel, so an
+    odd-sized image gets one replicated row and/or column at the bottom/right edge: a
+    641x479 input makes a 642x480 video.
+
+    Args:
+        path: the MP4 to make. Whether it may be overwritten is the caller's decision.
+        info: the source's :class:`VideoInfo`; its ``time_base`` becomes the output
+            video's, its ``fps`` is a rate-control hint.
+        audio_from: a file whose audio streams are copied unchanged into the output
+            (normally the source video itself); None for no audio.
+        crf: x264 constant rate factor, 0 (lossless) to 51.
+        preset: x264 speed preset, one of :data:`X264_PRESETS`.
+        threads: x264 encoding threads, 0 = as many as useful for the CPU count.
+
+    Use as a context manager: an exception inside the block aborts (no output, temp
+    file removed); a normal exit or Ctrl-C (KeyboardInterrupt) closes and keeps what
+    was written.
+
+    Raises:
+        OutputError: the folder is missing or not writable, the disk is full, or an
+            option is out of range.
+        InputError: ``audio_from`` cannot be read.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike,
+        info: VideoInfo,
+        *,
+        audio_from: str | PathLike | None = None,
+        crf: int = 23,
+        preset: str = "veryfast",
+        threads: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.info = info
+        self.frames_written = 0
+        self._crf, self._preset, self._threads = crf, preset, threads
+        self._out: av.container.OutputContainer | None = None
+        self._audio_in: av.container.InputContainer | None = None
+        self._video: av.VideoStream | None = None
+        self._size: tuple[int, int] | None = None  # (width, height) of the images written
+        self._last_pts: int | None = None
+        self._finished = False  # closed or aborted
+        self._saved = False  # close() succeeded
+        if not (isinstance(crf, int) and 0 <= crf <= 51):
+            raise OutputError(f"{self.path}: crf must be a whole number from 0 to 51, not {crf!r}")
+        if preset not in X264_PRESETS:
+            raise OutputError(f"{self.path}: preset must be one of {', '.join(X264_PRESETS)}, not {preset!r}")
+        if not (isinstance(threads, int) and threads >= 0):
+            raise OutputError(f"{self.path}: threads must be 0 (auto) or more, not {threads!r}")
+
+        folder = self.path.absolute().parent
+        if not folder.is_dir():
+            raise OutputError(f"{self.path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"{self.path}: folder {folder} is not writable")
+        # Same folder as the target, so the final os.replace() is an atomic rename on
+        # one file system; hidden so folder scans (find_videos) skip it.
+        self._temp = folder / f".{self.path.name}.partial-{secrets.token_hex(4)}.mp4"
+        if audio_from is not None:
+            self._open_audio(Path(audio_from))
+        try:
+            self._out = av.open(
+                str(self._temp), mode="w", format="mp4", container_options={"movflags": "+faststart"}
+            )
+        except (av.FFmpegError, OSError) as err:
+            self.abort()
+            raise OutputError(f"{self.path}: cannot create a file in {folder} ({_reason(err)})") from err
+
+    # -- audio ----------------------------------------------------------------------
+
+    def _open_audio(self, source: Path) -> None:
+        """Open our own demuxer of ``source``'s audio, read lazily while writing."""
+        try:
+            self._audio_in = av.open(str(source.absolute()), mode="r", metadata_errors="replace")
+        except (av.FFmpegError, OSError) as err:
+            raise InputError(f"{source}: cannot read its audio ({_reason(err)})") from err
+        streams = list(self._audio_in.streams.audio)
+        if not streams:
+            self._audio_in.close()
+            self._audio_in = None
+            return
+        self._audio_streams = streams
+        self._audio_packets = self._audio_in.demux(streams)
+        self._audio_next: av.Packet | None = None
+        self._audio_map: dict[int, av.stream.Stream] = {}
+
+    def _mux_audio_until(self, seconds: float | None) -> None:
+        """Copy the source's audio packets up to ``seconds`` (all of them for None).
+
+        Reading ahead of the video by at most one packet keeps memory flat and lets
+        the muxer interleave audio and video as it goes.
+        """
+        assert self._out is not None
+        while self._audio_in is not None:
+            packet = self._audio_next
+            if packet is None:
+                try:
+                    packet = next(self._audio_packets)
+                except StopIteration:
+                    self._close_audio()
+                    return
+                except (av.FFmpegError, OSError) as err:
+                    log.warning("%s: audio stops early, its source is damaged (%s)", self.path, _reason(err))
+                    self._close_audio()
+                    return
+                if packet.size == 0:  # demux()'s end-of-stream marker, not data
+                    continue
+                self._audio_next = packet
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if seconds is not None and stamp is not None and packet.time_base is not None:
+                if stamp * packet.time_base > seconds:
+                    return
+            self._audio_next = None
+            packet.stream = self._audio_map[packet.stream.index]
+            self._out.mux(packet)
+
+    def _close_audio(self) -> None:
+        if self._audio_in is not None:
+            try:
+                self._audio_in.close()
+            except (av.FFmpegError, OSError):
+                pass
+            self._audio_in = None
+
+    # -- video ----------------------------------------------------------------------
+
+    def _start(self, width: int, height: int) -> None:
+        """Add the streams, sized from the first image. The header follows on first mux."""
+        assert self._out is not None
+        fps = self.info.fps if self.info.fps and self.info.fps > 0 else 25.0
+        stream = self._out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1_001_000))
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        # The encoder, and so every packet, counts in the source's time base: frame
+        # pts pass through untouched and variable frame rates survive.
+        stream.time_base = self.info.time_base
+        codec = stream.codec_context
+        codec.time_base = self.info.time_base
+        codec.thread_count = self._threads
+        codec.options = {"crf": str(self._crf), "preset": self._preset}
+        codec.colorspace = codec.color_primaries = codec.color_trc = _BT709
+        codec.color_range = ColorRange.MPEG
+        self._video = stream
+        self._size = (width, height)
+        if self._audio_in is not None:
+            for source in self._audio_streams:
+                self._audio_map[source.index] = self._out.add_stream_from_template(source)
+
+    def _next_pts(self, pts: int | None, seconds: float) -> int:
+        """The pts to encode with: the given one, or one derived from ``seconds``."""
+        if pts is None:
+            pts = round(Fraction(seconds).limit_denominator(10**9) / self.info.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            # Encoder and muxer reject repeated or backwards timestamps; nudge by one
+            # tick rather than fail (only happens with pts=None or a broken source).
+            log.debug("%s: pts %s not after %s, using %s", self.path, pts, self._last_pts, self._last_pts + 1)
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
+
+    def write(self, image: np.ndarray, pts: int | None, time: float) -> None:
+        """Encode one uint8 RGB (H, W, 3) image shown at ``pts`` (in ``info.time_base``).
+
+        ``time`` (seconds) is used when ``pts`` is None, and to decide how much of the
+        audio goes into the file before this frame.
+
+        Raises:
+            OutputError: the disk is full or the file cannot be written (the partial
+                output is removed first).
+            ValueError: the image is not uint8 RGB, or not the size of the first one.
+        """
+        if self._finished or self._out is None:
+            raise RuntimeError(f"{self.path}: write() after close() or abort()")
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected a uint8 RGB (H, W, 3) image, got {image.dtype} {image.shape}")
+        height, width = image.shape[:2]
+        if self._size is None:
+            self._start(width, height)
+        elif (width, height) != self._size:
+            raise ValueError(f"image is {width}x{height} but this video is {self._size[0]}x{self._size[1]}")
+        if width % 2 or height % 2:
+            image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
+        frame.pts = self._next_pts(pts, time)
+        frame.time_base = self.info.time_base
+        assert self._video is not None
+        try:
+            self._mux_audio_until(time)
+            self._out.mux(self._video.encode(frame))
+        except (av.FFmpegError, OSError) as err:
+            self._fail("cannot write", err)
+        self.frames_written += 1
+
+    # -- finishing ------------------------------------------------------------------
+
+    def _fail(self, what: str, err: BaseException) -> None:
+        self.abort()
+        raise OutputError(f"{self.path}: {what} ({_reason(err)}); nothing was saved") from err
+
+    def close(self) -> Path:
+        """Flush the encoder, copy the rest of the audio, and move the file into place.
+
+        Returns the target path. Calling it again after success returns it again.
+
+        Raises:
+            OutputError: no frame was written, or the file could not be finished (the
+                partial output is removed).
+        """
+        if self._saved:
+            return self.path
+        if self._finished:
+            raise RuntimeError(f"{self.path}: close() after abort()")
+        if self.frames_written == 0 or self._video is None or self._out is None:
+            self.abort()
+            raise OutputError(f"{self.path}: no frames were written, so no video was made")
+        try:
+            self._out.mux(self._video.encode(None))
+            self._mux_audio_until(None)
+            # Writes the trailer; +faststart then rewrites the file with the index first.
+            self._out.close()
+        except (av.FFmpegError, OSError) as err:
+            self._fail("cannot finish", err)
+        self._out = None
+        self._close_audio()
+        try:
+            os.replace(self._temp, self.path)
+        except OSError as err:
+            self._fail("cannot move the finished video into place", err)
+        self._finished = self._saved = True
+        return self.path
+
+    def abort(self) -> None:
+        """Stop and delete the partial output; the target is left untouched. Idempotent.
+
+        After a successful :meth:`close` there is nothing partial left, so it does nothing.
+        """
+        if self._saved:
+            return
+        self._finished = True
+        # Unlink first: closing writes the trailer and, with +faststart, would copy the
+        # whole partial file once more; with the name gone that second pass just fails.
+        try:
+            self._temp.unlink()
+        except (FileNotFoundError, AttributeError):
+            pass
+        except OSError as err:
+            log.warning("%s: could not remove %s (%s)", self.path, self._temp, _reason(err))
+        if self._out is not None:
+            try:
+                self._out.close()
+            except (av.FFmpegError, OSError):
+                pass
+            self._out = None
+        self._close_audio()
+        try:
+            self._temp.unlink()  # in case closing re-created it
+        except (FileNotFoundError, AttributeError, OSError):
+            pass
+
+    def __enter__(self) -> Mp4Sink:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, Exception):
+            self.abort()
+        elif exc is not None and self.frames_written == 0:
+            self.abort()  # Ctrl-C before the first frame: nothing to keep, don't mask it
+        elif not self._finished:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"Mp4Sink({str(self.path)!r}, frames_written={self.frames_written})"

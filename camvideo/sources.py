@@ -1,0 +1,424 @@
+"""Video files as a stream of upright RGB :class:`~camvideo.video.Frame` objects.
+
+:class:`FileSource` wraps one PyAV input container. It opens the file and decodes the
+first frame up front, so every problem the user can fix (missing file, not a video,
+audio only, nothing decodable) surfaces as one :class:`~camvideo.errors.InputError`
+before any work starts, and :attr:`FileSource.info` can report the *upright* size.
+
+Timestamps are carried from the decoder untouched (``frame.pts`` in the stream's
+``time_base``) so that :class:`~camvideo.sinks.Mp4Sink` can write them back and a
+variable-frame-rate video keeps its timing exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
+from os import PathLike
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import Colorspace
+
+from .errors import InputError
+from .video import Frame, VideoInfo
+
+__all__ = ["VIDEO_EXTENSIONS", "find_videos", "FileSource"]
+
+log = logging.getLogger(__name__)
+
+#: File name suffixes (lower case) that :func:`find_videos` picks up inside a folder.
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".wmv", ".asf", ".flv", ".f4v",
+        ".mpg", ".mpeg", ".m2v", ".ts", ".mts", ".m2ts", ".vob", ".3gp", ".3g2", ".ogv",
+        ".mxf", ".dv", ".y4m", ".divx", ".rm", ".rmvb",
+    }
+)  # fmt: skip
+
+# Demuxers/decoders that happily "decode" plain text as ANSI art: a .txt or .nfo file
+# would otherwise open as a 640x400 video. Nobody means to explain those.
+_TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+_TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+
+# Orientation step = (quarter turns counter-clockwise for np.rot90, flip rows, flip columns).
+_Orientation = tuple[int, bool, bool]
+_UPRIGHT: _Orientation = (0, False, False)
+
+
+def find_videos(inputs: Sequence[str | PathLike]) -> list[Path]:
+    """Expand command-line inputs into a list of video files.
+
+    A file is taken as given, whatever its extension (:class:`FileSource` decides
+    later whether it is a video). A folder contributes every non-hidden file directly
+    inside it whose suffix is in :data:`VIDEO_EXTENSIONS`, sorted by name; hidden files
+    are skipped so half-written ``.NAME.partial-*.mp4`` outputs are never re-read.
+    Duplicates are dropped, first occurrence wins.
+
+    Raises:
+        InputError: a path does not exist, or a folder holds no video file.
+    """
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            videos = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in VIDEO_EXTENSIONS
+            )
+            if not videos:
+                exts = " ".join(sorted(VIDEO_EXTENSIONS)[:8])
+                raise InputError(f"{path}: folder holds no video file (looked for {exts} ...)")
+        elif path.exists():
+            videos = [path]
+        else:
+            raise InputError(f"{path}: no such file or folder")
+        for video in videos:
+            key = video.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(video)
+    return found
+
+
+def _one_line(err: BaseException) -> str:
+    """PyAV's message for ``err`` without the file name it repeats, on one line."""
+    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return " ".join(str(text).split())
+
+
+def _orientation(frame: av.VideoFrame) -> tuple[_Orientation, int]:
+    """How to turn ``frame`` upright, and the clockwise turn that involves, in degrees.
+
+    Reads the frame's display matrix (the MP4/MOV ``tkhd`` matrix or the old ``rotate``
+    tag, which FFmpeg turns into the same side data) and maps it exactly the way the
+    ``ffmpeg`` CLI's autorotate does (fftools ``get_rotation`` + transpose/hflip/vflip),
+    so the picture comes out as a player shows it, mirrored matrices included.
+    ``frame.rotation`` alone is not enough: a pure mirror reads as -180 degrees.
+    Angles that are not a multiple of 90 degrees are left alone (logged).
+    """
+    matrix = None
+    for side in frame.side_data:
+        if "DISPLAYMATRIX" in str(side.type):
+            raw = bytes(side)
+            if len(raw) >= 36:
+                matrix = struct.unpack("<9i", raw[:36])
+            break
+    if matrix is None:
+        return _UPRIGHT, 0
+    a, b, c, d = (v / 65536.0 for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
+    scale_x, scale_y = np.hypot(a, c), np.hypot(b, d)
+    if scale_x == 0 or scale_y == 0:
+        return _UPRIGHT, 0
+    # av_display_rotation_get() is counter-clockwise; ffmpeg negates it to get the
+    # clockwise angle it has to apply, normalised to [0, 360).
+    theta = -round(-np.degrees(np.arctan2(b / scale_y, a / scale_x)))
+    theta -= 360 * np.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        # transpose=cclock_flip (a plain transpose) or transpose=clock
+        steps: _Orientation = (1, True, False) if c > 0 else (-1, False, False)
+    elif abs(theta - 180) < 1:
+        steps = (0, d < 0, a < 0)  # vflip and/or hflip
+    elif abs(theta - 270) < 1:
+        # transpose=clock_flip or transpose=cclock
+        steps = (-1, True, False) if c < 0 else (1, False, False)
+    elif abs(theta) < 1:
+        steps = (0, d < 0, False)
+    else:
+        log.warning("display rotation of %.0f degrees is not a multiple of 90; frames left as stored", theta)
+        return _UPRIGHT, 0
+    # Report the turn only (a pure mirror is rotation 0; both flips are 180 degrees).
+    turns, flip_rows, flip_cols = steps
+    clockwise = (-90 * turns) % 360
+    if flip_rows and flip_cols:
+        clockwise = (clockwise + 180) % 360
+    return steps, clockwise
+
+
+# AVColorSpace (what the frame is tagged with) -> swscale's matrix.
+_MATRICES = {1: Colorspace.ITU709, 4: Colorspace.FCC, 5: Colorspace.ITU601, 6: Colorspace.ITU601,
+             7: Colorspace.SMPTE240M, 9: Colorspace.BT2020, 10: Colorspace.BT2020}  # fmt: skip
+
+
+def _yuv_matrix(frame: av.VideoFrame) -> Colorspace:
+    """The YUV->RGB matrix for ``frame``: its tag, else what players assume.
+
+    Untagged video is BT.709 when it is HD and BT.601 otherwise (the rule mpv and
+    browsers use), so colours match what the user sees in a player.
+    """
+    tagged = _MATRICES.get(int(frame.colorspace))
+    if tagged is not None:
+        return tagged
+    return Colorspace.ITU709 if frame.width >= 1280 or frame.height > 576 else Colorspace.ITU601
+
+
+def _apply(image: np.ndarray, steps: _Orientation) -> np.ndarray:
+    """Turn ``image`` upright; returns a C-contiguous array (consumers hand it to torch/cv2)."""
+    turns, flip_rows, flip_cols = steps
+    if turns:
+        image = np.rot90(image, turns)
+    if flip_rows:
+        image = image[::-1]
+    if flip_cols:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
+
+
+class FileSource:
+    """Decode a video file into upright uint8 RGB frames with the decoder's timestamps.
+
+    The container is opened and the first frame decoded in the constructor, so errors
+    come early and :attr:`info` is exact. Iterate to get :class:`Frame` objects; each
+    ``__iter__`` call starts again from the beginning (an older iterator stops).
+
+    Damaged packets in the middle of the file are skipped and counted in
+    :attr:`frames_lost`; a truncated file yields what decodes, then stops (the missing
+    remainder is added to :attr:`frames_lost` when the container said how many frames
+    there were). :meth:`close` may be called from another thread: the iterator checks
+    for it before every packet and stops promptly.
+
+    Args:
+        path: the video file.
+        threads: decoder threading, one of ``"AUTO"`` (frame + slice threads),
+            ``"FRAME"``, ``"SLICE"`` or ``"NONE"``.
+
+    Raises:
+        InputError: missing file, folder, empty file, not a media file, no video
+            stream, no decoder for it, or no frame could be decoded.
+    """
+
+    def __init__(self, path: str | PathLike, *, threads: str = "AUTO") -> None:
+        self.path = Path(path)
+        self.frames_lost = 0
+        self._container: av.container.InputContainer | None = None
+        # Held while PyAV touches the container, so close() from another thread never
+        # frees it under a running demux/decode call (that would crash, not raise).
+        self._lock = threading.Lock()
+        self._closed = False
+        self._generation = 0
+        self._started = False  # whether the pending first frames have been handed out
+        self._truncated = False
+        self._pending: deque[av.VideoFrame] = deque()
+        self._check_file()
+        try:
+            # An absolute path never parses as an FFmpeg protocol ("a:b.mp4" would).
+            self._container = av.open(str(self.path.absolute()), mode="r", metadata_errors="replace")
+        except (av.FFmpegError, OSError) as err:
+            raise InputError(f"{self.path}: not a video file that can be read ({_one_line(err)})") from err
+        try:
+            self._open_stream(threads)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening --------------------------------------------------------------------
+
+    def _check_file(self) -> None:
+        """Give the common mistakes a clearer message than FFmpeg's."""
+        if not self.path.exists():
+            raise InputError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a folder, not a video file")
+        try:
+            size = self.path.stat().st_size
+        except OSError as err:
+            raise InputError(f"{self.path}: cannot be read ({_one_line(err)})") from err
+        if size == 0:
+            raise InputError(f"{self.path}: file is empty (0 bytes)")
+
+    def _open_stream(self, threads: str) -> None:
+        container = self._container
+        assert container is not None
+        if container.format.name in _TEXT_FORMATS:
+            raise InputError(f"{self.path}: is a text file, not a video")
+        # Cover art in music files is a one-frame "video" stream: not a video.
+        streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not streams:
+            kind = "audio only" if container.streams.audio else "no streams FFmpeg can use"
+            raise InputError(f"{self.path}: has no video stream ({kind})")
+        stream = streams[0]
+        codec_name = stream.codec_context.name if stream.codec_context is not None else ""
+        if codec_name in _TEXT_CODECS:
+            raise InputError(f"{self.path}: is a text file, not a video")
+        try:
+            stream.codec_context.thread_type = threads.upper()
+            stream.codec_context.thread_count = 0  # let FFmpeg pick from the CPU count
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"threads must be AUTO, FRAME, SLICE or NONE, not {threads!r}") from err
+        self._stream = stream
+        self._packets = container.demux(stream)
+
+        # Decode until the first frame: proves the file is usable and gives the real
+        # (upright) size and the display matrix, which PyAV only exposes on frames.
+        while not self._pending:
+            if not self._decode_next():
+                raise InputError(f"{self.path}: no video frame could be decoded ({codec_name or 'unknown'} codec)")
+        self._cut_short = self._index_past_end()
+        first = self._pending[0]
+        self._orientation, rotation = _orientation(first)
+        self._started = False
+
+        width, height = first.width, first.height
+        if self._orientation[0] % 2:  # a quarter turn swaps width and height
+            width, height = height, width
+        time_base = stream.time_base or Fraction(1, 90000)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        # fps is only a hint (progress, encoder rate control); 25 when nothing says.
+        self._fps = float(rate) if rate and rate > 0 else 25.0
+        duration = None
+        if stream.duration:
+            duration = float(stream.duration * time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        self.info = VideoInfo(
+            width=width,
+            height=height,
+            fps=self._fps,
+            time_base=Fraction(time_base),
+            frame_count=stream.frames or None,
+            duration=duration,
+            rotation=rotation,
+            has_audio=bool(container.streams.audio),
+            codec=codec_name,
+            name=self.path.name,
+        )
+
+    # -- decoding -------------------------------------------------------------------
+
+    def _decode_next(self) -> bool:
+        """Demux and decode one packet into ``_pending``; False at the end of the file.
+
+        Caller holds ``_lock`` (or is the constructor).
+        """
+        try:
+            packet = next(self._packets)
+        except StopIteration:
+            return False  # demux() already sent the empty packet that drains the decoder
+        except (av.FFmpegError, OSError) as err:
+            # The container itself is damaged or cut short: keep what is decoded so far.
+            log.warning("%s: stopped reading at a damaged or truncated spot (%s)", self.path, _one_line(err))
+            self._truncated = True
+            self._drain()
+            return False
+        try:
+            self._pending.extend(packet.decode())
+        except av.FFmpegError as err:
+            # One bad packet: skip it and keep going; the decoder resynchronises at
+            # the next keyframe (or conceals), so the rest still decodes.
+            self.frames_lost += 1
+            log.debug("%s: packet at pts %s failed to decode (%s)", self.path, packet.pts, _one_line(err))
+        return True
+
+    def _index_past_end(self) -> bool:
+        """Whether the container's index points past the end of the file (truncated).
+
+        A cut-off MP4 with its index first ends quietly at EOF, with no error to notice;
+        this is how we know the missing frames are lost rather than never there.
+        """
+        try:
+            entries = self._stream.index_entries
+            tail = [entries[i] for i in range(max(0, len(entries) - 16), len(entries))]
+            return any(e.pos >= 0 and e.pos + e.size > self.path.stat().st_size for e in tail)
+        except (AttributeError, OSError, av.FFmpegError):
+            return False
+
+    def _drain(self) -> None:
+        """Flush frames still inside the decoder (frame threads, B-frame reordering)."""
+        try:
+            self._pending.extend(self._stream.codec_context.decode(None))
+        except (av.FFmpegError, OSError):
+            pass
+
+    def _rewind(self) -> None:
+        """Start demuxing from the beginning again (second and later ``__iter__``)."""
+        container = self._container
+        assert container is not None
+        try:
+            container.seek(0, backward=True, any_frame=False, stream=self._stream)
+            self._stream.codec_context.flush_buffers()
+        except (av.FFmpegError, OSError) as err:
+            raise InputError(f"{self.path}: cannot go back to the start ({_one_line(err)})") from err
+        self._pending.clear()
+        self._packets = container.demux(self._stream)
+        self.frames_lost = 0
+        self._truncated = False
+
+    def _to_frame(self, frame: av.VideoFrame, index: int) -> Frame:
+        captured = time.monotonic()
+        # swscale converts any pixel format (10-bit, 4:4:4, gray, palettes) to rgb24;
+        # it only needs to be told which YUV matrix and range the frame uses.
+        kwargs = {"src_colorspace": _yuv_matrix(frame)}
+        if frame.color_range:  # full-range ("JPEG") YUV must not be stretched again
+            kwargs["src_color_range"] = frame.color_range
+        image = _apply(frame.to_ndarray(format="rgb24", **kwargs), self._orientation)
+        if frame.pts is not None:
+            pts, seconds = int(frame.pts), float(frame.time)
+        else:
+            pts, seconds = None, index / self._fps
+        return Frame(index=index, image=image, pts=pts, time=seconds, captured=captured)
+
+    def __iter__(self) -> Iterator[Frame]:
+        with self._lock:
+            if self._closed:
+                raise InputError(f"{self.path}: source is closed")
+            if self._started:
+                self._rewind()
+            self._started = True
+            self._generation += 1
+            generation = self._generation
+        return self._frames(generation)
+
+    def _frames(self, generation: int) -> Iterator[Frame]:
+        index = 0
+        more = True
+        while more:
+            with self._lock:
+                # Checked once per packet: close() from another thread, or a newer
+                # iterator that rewound the container, ends this one.
+                if self._closed or generation != self._generation:
+                    return
+                more = bool(self._pending) or self._decode_next()
+                batch = list(self._pending)
+                self._pending.clear()
+            # Converting to RGB needs only the frame, so it runs without the lock.
+            for av_frame in batch:
+                if self._closed:
+                    return
+                yield self._to_frame(av_frame, index)
+                index += 1
+        if (self._truncated or self._cut_short) and self.info.frame_count:
+            # The container promised more frames than arrived: those are lost too.
+            self.frames_lost = max(self.frames_lost, self.info.frame_count - index)
+        if self.frames_lost:
+            log.warning("%s: %d frame(s) could not be decoded and were skipped", self.path, self.frames_lost)
+
+    # -- closing --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the file. Idempotent, safe from any thread; running iterators stop."""
+        self._closed = True
+        with self._lock:
+            self._pending.clear()
+            if self._container is not None:
+                try:
+                    self._container.close()
+                except (av.FFmpegError, OSError):
+                    pass
+                self._container = None
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FileSource({str(self.path)!r})"

