@@ -13,7 +13,9 @@ copied packet for packet (never re-encoded) and interleaved with the video by ti
 from __future__ import annotations
 
 import errno
+import io
 import logging
+import math
 import os
 import secrets
 from fractions import Fraction
@@ -47,6 +49,24 @@ def _reason(err: BaseException) -> str:
         return "disk quota exceeded"
     text = getattr(err, "strerror", None) or str(err) or type(err).__name__
     return " ".join(str(text).split())
+
+
+def _fits_mp4(stream: av.stream.Stream) -> bool:
+    """Whether ``stream`` can be copied into an MP4 as it is (tried on an in-memory one).
+
+    Audio is never re-encoded, so a codec MP4 cannot hold (G.711, some ADPCM, WMA) is
+    left out with a warning instead of failing the whole video at its first frame.
+    """
+    try:
+        with av.open(io.BytesIO(), mode="w", format="mp4") as probe:
+            probe.add_stream_from_template(stream)
+            probe.start_encoding()
+        return True
+    except (av.FFmpegError, ValueError, OSError) as err:
+        name = stream.codec_context.name if stream.codec_context else "unknown"
+        log.warning("audio stream #%d (%s) cannot go into an MP4 unchanged, left out (%s)",
+                    stream.index, name, _reason(err))  # fmt: skip
+        return False
 
 
 class Mp4Sink:
@@ -116,13 +136,29 @@ class Mp4Sink:
         self._temp = folder / f".{self.path.name}.partial-{secrets.token_hex(4)}.mp4"
         if audio_from is not None:
             self._open_audio(Path(audio_from))
+        options = {"movflags": "+faststart", "movie_timescale": str(self._movie_timescale())}
         try:
-            self._out = av.open(
-                str(self._temp), mode="w", format="mp4", container_options={"movflags": "+faststart"}
-            )
+            self._out = av.open(str(self._temp), mode="w", format="mp4", container_options=options)
         except (av.FFmpegError, OSError) as err:
             self.abort()
             raise OutputError(f"{self.path}: cannot create a file in {folder} ({_reason(err)})") from err
+
+    def _movie_timescale(self) -> int:
+        """A movie clock every track's start offset is a whole number of ticks of.
+
+        A stream that does not start at 0 (MPEG-TS sources start anywhere) gets an
+        MP4 "empty edit" measured in the movie timescale, by default 1/1000 s, which
+        would round the first (and so every) timestamp to the millisecond. Using a
+        multiple of each track's own timescale (the muxer's: the video time base
+        doubled up to >= 10000, the audio sample rate) keeps them exact.
+        """
+        video = self.info.time_base.denominator or 1
+        while video < 10000:
+            video *= 2
+        scale = video
+        for stream in getattr(self, "_audio_streams", []):
+            scale = math.lcm(scale, stream.codec_context.sample_rate or 1)
+        return scale if scale < 2**31 else video
 
     # -- audio ----------------------------------------------------------------------
 
@@ -132,15 +168,14 @@ class Mp4Sink:
             self._audio_in = av.open(str(source.absolute()), mode="r", metadata_errors="replace")
         except (av.FFmpegError, OSError) as err:
             raise InputError(f"{source}: cannot read its audio ({_reason(err)})") from err
-        streams = list(self._audio_in.streams.audio)
-        if not streams:
-            self._audio_in.close()
-            self._audio_in = None
+        self._audio_streams = [s for s in self._audio_in.streams.audio if _fits_mp4(s)]
+        if not self._audio_streams:
+            self._close_audio()
             return
-        self._audio_streams = streams
-        self._audio_packets = self._audio_in.demux(streams)
+        self._audio_packets = self._audio_in.demux(self._audio_streams)
         self._audio_next: av.Packet | None = None
         self._audio_map: dict[int, av.stream.Stream] = {}
+        self._audio_last: dict[int, int | None] = {}  # last pts per source stream
 
     def _mux_audio_until(self, seconds: float | None) -> None:
         """Copy the source's audio packets up to ``seconds`` (all of them for None).
@@ -169,7 +204,15 @@ class Mp4Sink:
                 if stamp * packet.time_base > seconds:
                     return
             self._audio_next = None
-            packet.stream = self._audio_map[packet.stream.index]
+            index = packet.stream.index
+            # MP4 stores a duration per sample and ends the track's edit at the last
+            # one's end: a packet without a duration (NUT, some Matroska) would be cut
+            # off at the end. Assume it lasts as long as the gap before it.
+            previous = self._audio_last.get(index)
+            if not packet.duration and stamp is not None and previous is not None and stamp > previous:
+                packet.duration = stamp - previous
+            self._audio_last[index] = stamp
+            packet.stream = self._audio_map[index]
             self._out.mux(packet)
 
     def _close_audio(self) -> None:

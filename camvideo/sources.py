@@ -47,6 +47,8 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
 _TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
 _TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 
+_MAX_LEADING_ERRORS = 250  # undecodable packets before the first frame before we give up
+
 # Orientation step = (quarter turns counter-clockwise for np.rot90, flip rows, flip columns).
 _Orientation = tuple[int, bool, bool]
 _UPRIGHT: _Orientation = (0, False, False)
@@ -245,13 +247,15 @@ class FileSource:
             kind = "audio only" if container.streams.audio else "no streams FFmpeg can use"
             raise InputError(f"{self.path}: has no video stream ({kind})")
         stream = streams[0]
-        codec_name = stream.codec_context.name if stream.codec_context is not None else ""
+        if stream.codec_context is None:
+            raise InputError(f"{self.path}: no decoder for its video codec in this FFmpeg build")
+        codec_name = stream.codec_context.name
         if codec_name in _TEXT_CODECS:
             raise InputError(f"{self.path}: is a text file, not a video")
         try:
             stream.codec_context.thread_type = threads.upper()
             stream.codec_context.thread_count = 0  # let FFmpeg pick from the CPU count
-        except (ValueError, KeyError, TypeError) as err:
+        except (AttributeError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"threads must be AUTO, FRAME, SLICE or NONE, not {threads!r}") from err
         self._stream = stream
         self._packets = container.demux(stream)
@@ -259,12 +263,13 @@ class FileSource:
         # Decode until the first frame: proves the file is usable and gives the real
         # (upright) size and the display matrix, which PyAV only exposes on frames.
         while not self._pending:
-            if not self._decode_next():
-                raise InputError(f"{self.path}: no video frame could be decoded ({codec_name or 'unknown'} codec)")
+            # Give up after a run of undecodable packets rather than read a whole
+            # broken file before saying so.
+            if not self._decode_next() or self.frames_lost > _MAX_LEADING_ERRORS:
+                raise InputError(f"{self.path}: no video frame could be decoded ({codec_name} codec)")
         self._cut_short = self._index_past_end()
         first = self._pending[0]
         self._orientation, rotation = _orientation(first)
-        self._started = False
 
         width, height = first.width, first.height
         if self._orientation[0] % 2:  # a quarter turn swaps width and height
@@ -368,7 +373,7 @@ class FileSource:
     def __iter__(self) -> Iterator[Frame]:
         with self._lock:
             if self._closed:
-                raise InputError(f"{self.path}: source is closed")
+                return iter(())  # closed (perhaps by another thread): nothing more to read
             if self._started:
                 self._rewind()
             self._started = True

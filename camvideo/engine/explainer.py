@@ -204,7 +204,7 @@ class Explainer:
             x = frames.to(self.device, self.dtype)
         else:
             x = self.preprocess(frames)
-        select, squeeze = self._selector(target)
+        select, squeeze = self.selector(target)
         maps, logits, classes = self._live_method()(x, select)
         scores = torch.softmax(logits.float(), dim=1).gather(1, classes)
         if squeeze and classes.shape[1] == 1:
@@ -227,7 +227,7 @@ class Explainer:
         hint = f"; did you mean: {', '.join(names[lowered.index(c)] for c in close)}" if close else ""
         raise ModelError(f"no class named {name_or_index!r}{hint}")
 
-    def _selector(self, target: Target) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    def selector(self, target: Target) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
         """A function logits -> (N, T) class indices, and whether to drop the T axis."""
         if target is None or (isinstance(target, str) and target.strip().lower() in ("top1", "top")):
             return (lambda logits: logits.argmax(dim=1, keepdim=True)), True

@@ -1,0 +1,241 @@
+"""The ``camvideo`` command: ``annotate``, ``live`` and ``models``.
+
+User mistakes end with one ``camvideo: error: ...`` line and a non-zero exit; a
+traceback only appears for bugs, and only with ``CAMVIDEO_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import CamvideoError, InputError, OutputError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+METHOD_NAMES = ("cam", "gradcam", "hirescam", "gradcam++", "layercam", "scorecam", "eigencam")
+COLORMAP_NAMES = ("jet", "turbo", "inferno", "viridis", "magma", "plasma", "hot")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="efficientnet_lite0", help="model name (see `camvideo models`) [%(default)s]")
+    group.add_argument("--weights", metavar="PATH", help="local state dict for the model (loaded with weights_only=True)")
+    group.add_argument("--layer", metavar="NAME", help="dotted name of the layer to explain [auto: last spatial layer]")
+    group.add_argument("--method", default="cam", choices=METHOD_NAMES, help="CAM method [%(default)s]")
+    group.add_argument("--target", default="top1", help="top1, topK, a class index or a class name [%(default)s]")
+    group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N [%(default)s]")
+    group.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="model precision [%(default)s]")
+    group.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="frames per model call [%(default)s]")
+
+
+def _render_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("overlay")
+    group.add_argument("--alpha", type=_unit_float, default=0.5, help="heatmap opacity, 0..1 [%(default)s]")
+    group.add_argument("--colormap", default="jet", choices=COLORMAP_NAMES, help="[%(default)s]")
+    group.add_argument("--boxes", action=argparse.BooleanOptionalAction, default=True, help="draw the CAM box [on]")
+    group.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True, help="draw class and score [on]")
+    group.add_argument("--threshold", type=_unit_float, default=0.2, help="box threshold, fraction of the map's max [%(default)s]")
+    group.add_argument("--smooth", type=_nonneg_float, default=0.25, metavar="SECONDS",
+                       help="temporal smoothing time constant; 0 turns it off [%(default)s]")  # fmt: skip
+    group.add_argument("--side-by-side", action="store_true", help="original | overlay, side by side")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="camvideo",
+        description="Class activation maps over video: see where a CNN looks, live or in recorded clips.",
+        epilog="Run `camvideo COMMAND --help` for a command's options. CAMVIDEO_DEBUG=1 shows tracebacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"camvideo {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    annotate = commands.add_parser(
+        "annotate",
+        help="write annotated MP4s from video files or folders",
+        description="Annotate videos with heatmap, box and label on every frame; sound and timing are kept. "
+        "With no INPUT, annotates the bundled sample video.",
+    )
+    annotate.add_argument("inputs", nargs="*", metavar="INPUT", help="video files or folders of videos")
+    annotate.add_argument("-o", "--output", metavar="OUTPUT",
+                          help="FILE.mp4 for one input, a folder for several [NAME.cam.mp4 in the current folder]")  # fmt: skip
+    _model_options(annotate)
+    _render_options(annotate)
+    out = annotate.add_argument_group("output")
+    out.add_argument("--jsonl", metavar="PATH", help="per-frame records (a folder when there are several inputs)")
+    out.add_argument("--maps", metavar="PATH.npz", help="raw maps, float16 (a folder when there are several inputs)")
+    out.add_argument("--crf", type=int, default=23, help="x264 quality, 0 (lossless) .. 51 [%(default)s]")
+    out.add_argument("--preset", default="veryfast", help="x264 speed preset [%(default)s]")
+    out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    out.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+    live = commands.add_parser(
+        "live",
+        help="open the desktop app on a camera, stream or file",
+        description="Live heatmaps in a window. SOURCE: a camera index (0, 1, ...) or device path, a URL "
+        "(rtsp://, http(s)://, udp://, tcp://) or a video file. With no SOURCE: the first camera, "
+        "else the bundled sample looped.",
+    )
+    live.add_argument("source", nargs="?", metavar="SOURCE", help="camera, URL or file [first camera, else the sample]")
+    _model_options(live)
+    _render_options(live)
+    live.add_argument("--every", type=_positive_int, default=1, metavar="N", help="run the model on every Nth frame [%(default)s]")
+    live.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True, help="loop a file source [on]")
+    live.add_argument("--duration", type=_nonneg_float, metavar="SECONDS", help="quit after that long")
+    live.add_argument("--snapshot", metavar="PATH", help="save the last displayed frame (PNG) on exit")
+    live.add_argument("--record", metavar="PATH", help="record the overlay to an MP4 from the start")
+
+    commands.add_parser("models", help="list the models and which are available offline",
+                        description="List the models camvideo knows by name and whether each loads offline.")  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="camvideo: warning: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "annotate":
+            return _annotate(args)
+        if args.command == "models":
+            return _models()
+        if args.command == "live":
+            from .live_cli import run_live
+
+            return run_live(args)
+    except CamvideoError as err:
+        print(f"camvideo: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("camvideo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # a bug: one line unless debugging
+        if os.environ.get("CAMVIDEO_DEBUG"):
+            raise
+        print(f"camvideo: internal error: {type(err).__name__}: {err} (set CAMVIDEO_DEBUG=1 for details)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _models() -> int:
+    from .models import available_models
+
+    width = max(len(name) for name, _, _ in available_models())
+    for name, offline, note in available_models():
+        print(f"{name:<{width}}  {'offline' if offline else 'download':<8}  {note}")
+    return EXIT_OK
+
+
+def plan_outputs(inputs: list[Path], output: str | None, suffix: str, default_dir: Path) -> list[Path]:
+    """Output path per input: ``-o FILE`` for one input, ``-o DIR`` (created if needed) for several."""
+    if output is not None and len(inputs) == 1 and not Path(output).is_dir() and not output.endswith(os.sep):
+        return [Path(output)]
+    folder = Path(output) if output is not None else default_dir
+    if output is not None and not folder.is_dir():
+        if not folder.absolute().parent.is_dir():
+            raise OutputError(f"{folder}: folder {folder.absolute().parent} does not exist")
+        try:
+            folder.mkdir()
+        except OSError as err:
+            raise OutputError(f"{folder}: cannot create folder ({err.strerror or err})") from None
+    paths = [folder / f"{p.stem}{suffix}" for p in inputs]
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(inputs, paths):
+        if dst in seen:
+            raise OutputError(f"{seen[dst]} and {src} would both write {dst}; annotate them separately")
+        seen[dst] = src
+    return paths
+
+
+def _annotate(args: argparse.Namespace) -> int:
+    from .annotate import AnnotateSettings, annotate_video, describe, progress_bar
+    from .engine.explainer import Explainer
+    from .render import Renderer
+    from .samples import sample_video
+    from .sources import find_videos
+
+    inputs = find_videos(args.inputs) if args.inputs else [sample_video()]
+    outputs = plan_outputs(inputs, args.output, ".cam.mp4", Path.cwd())
+    jsonls = plan_outputs(inputs, args.jsonl, ".jsonl", Path.cwd()) if args.jsonl else [None] * len(inputs)
+    maps = plan_outputs(inputs, args.maps, ".npz", Path.cwd()) if args.maps else [None] * len(inputs)
+    explainer = Explainer(args.model, method=args.method, layer=args.layer, device=args.device,
+                          weights=args.weights, precision=args.precision)  # fmt: skip
+    explainer.selector(args.target)  # a wrong class name fails now, not on every video
+    renderer = Renderer(args.colormap, args.alpha, boxes=args.boxes, labels=args.labels, threshold=args.threshold,
+                        side_by_side=args.side_by_side, class_names=explainer.class_names)  # fmt: skip
+    settings = AnnotateSettings(target=args.target, smooth=args.smooth, batch_size=args.batch_size, crf=args.crf,
+                                preset=args.preset, overwrite=args.overwrite)  # fmt: skip
+    failures: list[str] = []
+    for source_path, out, jsonl, npz in zip(inputs, outputs, jsonls, maps):
+        bar = None
+
+        def start(source, name=source_path.name):
+            nonlocal bar
+            bar = progress_bar(source.info.frame_count, name, not args.quiet)
+
+        try:
+            report = annotate_video(source_path, out, explainer, renderer, settings, jsonl=jsonl, maps=npz,
+                                    on_frame=lambda _: bar.update(1) if bar is not None else None,
+                                    on_start=start)  # fmt: skip
+        except (InputError, OutputError) as err:
+            if len(inputs) == 1:
+                raise
+            failures.append(str(err))
+            print(f"camvideo: error: {err}", file=sys.stderr)
+            continue
+        except KeyboardInterrupt:
+            print(f"camvideo: interrupted; {out} not written", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            if bar is not None:
+                bar.close()
+        if report.frames_lost:
+            print(f"camvideo: warning: {source_path}: {report.frames_lost} frames could not be decoded and were skipped",
+                  file=sys.stderr)  # fmt: skip
+        if report.interrupted:
+            print(f"camvideo: interrupted; {out} keeps the {report.stats.frames_written} frames done", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if not args.quiet:
+            print(describe(report))
+    if failures:
+        print(f"camvideo: {len(failures)} of {len(inputs)} videos failed", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    value = _nonneg_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text}")
+    return value
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Machine-readable results beside the video: per-frame JSONL and raw maps (NPZ).
+
+Both are written to a temporary file in the target's folder and renamed into place on
+success, like the MP4: an interrupted or failed run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Sequence
+
+import numpy as np
+
+from .annotator import FrameResult
+from .errors import OutputError
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def temporary_beside(target: Path, suffix: str) -> Path:
+    """A new hidden temporary file in ``target``'s folder (so the final rename is atomic)."""
+    folder = target.absolute().parent
+    if not folder.is_dir():
+        raise OutputError(f"{target}: folder {folder} does not exist")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.partial-", suffix=suffix, dir=folder)
+    except OSError as err:
+        raise OutputError(f"{target}: cannot write in {folder} ({err.strerror or err})") from None
+    os.close(fd)
+    os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600; the final file gets the usual mode
+    return Path(name)
+
+
+def frame_record(result: FrameResult, class_names: Sequence[str]) -> dict:
+    """The JSONL record of one frame: index, pts (s), class, name, score, box, top-5."""
+    record = {
+        "frame": result.frame.index,
+        "pts": round(result.frame.time, 6),
+        "class": result.class_index,
+        "name": class_names[result.class_index],
+        "score": round(result.score, 6),
+        "box": list(result.box) if result.box is not None else None,
+        "top5": [{"class": c, "name": class_names[c], "score": round(p, 6)} for c, p in result.top5],
+    }
+    if len(result.classes) > 1:
+        record["targets"] = [
+            {"class": c, "name": class_names[c], "score": round(s, 6)} for c, s in zip(result.classes, result.scores)
+        ]
+    return record
+
+
+class JsonlWriter:
+    """One JSON record per frame, in frame order."""
+
+    def __init__(self, path: str | os.PathLike, class_names: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.class_names = list(class_names)
+        self._temp = temporary_beside(self.path, ".jsonl")
+        self._file: IO[str] | None = open(self._temp, "w", encoding="utf-8")
+
+    def write(self, result: FrameResult) -> None:
+        assert self._file is not None
+        self._file.write(json.dumps(frame_record(result, self.class_names)) + "\n")
+
+    def close(self) -> Path:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            os.replace(self._temp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._temp.unlink(missing_ok=True)
+
+
+class MapsWriter:
+    """Raw maps at feature resolution (float16), their classes and frame times, as NPZ.
+
+    Arrays: ``maps`` (N, h, w) or (N, k, h, w) for top-k targets, ``classes`` (N,) or
+    (N, k), ``scores``, ``frames`` (indices), ``pts`` (seconds). The maps are small
+    (a few hundred bytes a frame), so they are gathered in memory and written at close.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        temporary_beside(self.path, ".npz").unlink()  # fail early if the folder is not writable
+        self._maps: list[np.ndarray] = []
+        self._classes: list[list[int]] = []
+        self._scores: list[list[float]] = []
+        self._frames: list[int] = []
+        self._pts: list[float] = []
+
+    def write(self, result: FrameResult) -> None:
+        if result.raw_map is None:
+            raise ValueError("MapsWriter needs results with raw maps (FrameAnnotator(keep_maps=True))")
+        self._maps.append(result.raw_map.astype(np.float16))
+        self._classes.append(result.classes)
+        self._scores.append(result.scores)
+        self._frames.append(result.frame.index)
+        self._pts.append(result.frame.time)
+
+    def close(self) -> Path:
+        single = all(len(c) == 1 for c in self._classes)
+        maps = np.stack(self._maps) if self._maps else np.zeros((0, 0, 0), np.float16)
+        classes = np.asarray(self._classes, dtype=np.int64).reshape(len(self._classes), -1)
+        scores = np.asarray(self._scores, dtype=np.float32).reshape(len(self._scores), -1)
+        if single and self._maps:
+            maps, classes, scores = maps[:, 0], classes[:, 0], scores[:, 0]
+        temp = temporary_beside(self.path, ".npz")
+        with open(temp, "wb") as handle:
+            np.savez(handle, maps=maps, classes=classes, scores=scores,
+                     frames=np.asarray(self._frames, dtype=np.int64), pts=np.asarray(self._pts, dtype=np.float64))  # fmt: skip
+        os.replace(temp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._maps.clear()

@@ -1,0 +1,102 @@
+"""Temporal smoothing of maps, normalisation bounds and the top-1 class.
+
+Per-frame CAMs flicker: the map's min/max jump, and two close classes trade places.
+Three exponential moving averages with one time constant τ (seconds, not frames, so
+dropped or uneven frames weigh what their time gap says):
+
+    a_t = 1 - exp(-Δt / τ)
+    m̄_t = m̄_{t-1} + a_t (m_t - m̄_{t-1})                           (the map)
+    [lo, hi]_t = EMA of [min m̄_t, max m̄_t]                          (normalisation bounds)
+    p̄_t = EMA of softmax(logits_t)                                  (class probabilities)
+
+Class hysteresis: the shown class c* changes only when another class's smoothed
+probability beats p̄[c*] by the factor ``switch_ratio``. A time that goes backwards (a
+looped file, a seek) starts afresh.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+
+class TemporalSmoother:
+    """Time-based EMA smoothing for one stream of frames (one per video or live source)."""
+
+    def __init__(self, tau: float, switch_ratio: float = 1.25) -> None:
+        if tau < 0:
+            raise ValueError(f"smoothing time constant must be >= 0 seconds, not {tau}")
+        self.tau = float(tau)
+        self.switch_ratio = float(switch_ratio)
+        self.reset()
+
+    def reset(self) -> None:
+        self._time: float | None = None  # time of the last frame smoothed
+        self._probs: torch.Tensor | None = None
+        self._class: int | None = None
+        self._map: torch.Tensor | None = None
+        self._bounds: torch.Tensor | None = None
+        self._pending: list[float] = []  # weights computed by select(), used by smooth()
+
+    @property
+    def enabled(self) -> bool:
+        return self.tau > 0
+
+    def _weights(self, times: Sequence[float]) -> list[float]:
+        """a_t per frame; 1.0 (start afresh) for the first frame and when time goes back."""
+        weights = []
+        last = self._time
+        for t in times:
+            if last is None or t < last:
+                weights.append(1.0)
+            else:
+                weights.append(1.0 - math.exp(-(t - last) / self.tau) if self.tau > 0 else 1.0)
+            last = t
+        return weights
+
+    def select(self, logits: torch.Tensor, times: Sequence[float]) -> torch.Tensor:
+        """The class to show for each frame (N,), with hysteresis. Call once per batch, in order."""
+        if not self.enabled:
+            return logits.argmax(dim=1)
+        weights = self._weights(times)
+        probs = torch.softmax(logits.float(), dim=1)
+        chosen = []
+        for i, a in enumerate(weights):
+            if a == 1.0 or self._probs is None or self._probs.shape != probs[i].shape:
+                self._probs = probs[i].clone()
+                self._class = int(self._probs.argmax())
+            else:
+                self._probs += a * (probs[i] - self._probs)
+                best = int(self._probs.argmax())
+                if best != self._class and self._probs[best] > self.switch_ratio * self._probs[self._class]:
+                    self._class = best
+            chosen.append(self._class)
+        self._pending = weights
+        return torch.tensor(chosen, device=logits.device, dtype=torch.long)
+
+    def smooth(self, maps: torch.Tensor, times: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Smoothed maps (N, h, w) and normalisation bounds (N, 2), or (maps, None) when off.
+
+        Uses the weights of the preceding :meth:`select` for the same frames when there
+        was one, so both EMAs see the same clock.
+        """
+        if not self.enabled:
+            return maps, None
+        weights = self._pending if len(self._pending) == len(times) else self._weights(times)
+        self._pending = []
+        out = torch.empty_like(maps, dtype=torch.float32)
+        bounds = torch.empty(maps.shape[0], 2, device=maps.device)
+        for i, a in enumerate(weights):
+            m = maps[i].float()
+            if a == 1.0 or self._map is None or self._map.shape != m.shape:
+                self._map = m.clone()
+                self._bounds = torch.stack([m.min(), m.max()])
+            else:
+                self._map += a * (m - self._map)
+                self._bounds += a * (torch.stack([self._map.min(), self._map.max()]) - self._bounds)
+            out[i] = self._map
+            bounds[i] = self._bounds
+        self._time = times[-1] if len(times) else self._time
+        return out, bounds
