@@ -88,15 +88,16 @@ class FrameAnnotator:
         bounds = None
         if self.smoother is not None and maps.shape[1] == 1:
             shown, bounds = self.smoother.smooth(shown, times)
-        rendered = self.renderer.render(images, shown, classes[:, 0], scores[:, 0], bounds)
+        class_rows, score_rows = classes.tolist(), scores.tolist()
+        labels = [
+            " | ".join(self.renderer.label_text(c, p) for c, p in zip(cs, ps)) for cs, ps in zip(class_rows, score_rows)
+        ]
+        rendered = self.renderer.render(images, shown, bounds=bounds, labels=labels)
         top5 = out.probabilities.topk(min(5, out.logits.shape[1]), dim=1)
         top_idx, top_p = top5.indices.tolist(), top5.values.tolist()
-        class_rows, score_rows = classes.tolist(), scores.tolist()
         raw = maps.float().cpu().numpy() if self.keep_maps else None
         results = []
         for i, frame in enumerate(frames):
-            if len(class_rows[i]) > 1 and self.renderer.labels:
-                self._relabel(rendered.images[i], class_rows[i], score_rows[i])
             results.append(
                 FrameResult(
                     frame=frame,
@@ -109,11 +110,6 @@ class FrameAnnotator:
                 )
             )
         return results
-
-    def _relabel(self, image: np.ndarray, classes: list[int], scores: list[float]) -> None:
-        from .render import draw_label
-
-        draw_label(image, " | ".join(self.renderer.label_text(c, s) for c, s in zip(classes, scores)))
 
 
 def warm_up(annotator: FrameAnnotator, height: int, width: int) -> None:

@@ -181,6 +181,11 @@ class FileSource:
     come early and :attr:`info` is exact. Iterate to get :class:`Frame` objects; each
     ``__iter__`` call starts again from the beginning (an older iterator stops).
 
+    Frames come out as a player shows them: the display matrix (rotation metadata) is
+    applied, and ``info.rotation`` says by how many degrees clockwise they were turned
+    (0/90/180/270, counted like the classic ``rotate`` tag; a mirror is applied but not
+    reported). ``info.width``/``height`` are the upright size.
+
     Damaged packets in the middle of the file are skipped and counted in
     :attr:`frames_lost`; a truncated file yields what decodes, then stops (the missing
     remainder is added to :attr:`frames_lost` when the container said how many frames

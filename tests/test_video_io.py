@@ -248,7 +248,10 @@ def test_display_rotation_gives_upright_frames(tmp_path, degrees, hflip):
     with FileSource(path) as src:
         info, frames = src.info, list(src)
     assert (info.height, info.width) == expected.shape[:2] == frames[0].image.shape[:2]
-    assert info.rotation == {(90, False): 270, (-90, False): 90, (180, False): 180}.get((degrees, hflip), info.rotation)
+    # clockwise quarter turns; a mirrored picture reports the turn of ffmpeg's transpose
+    assert info.rotation == {(90, False): 270, (-90, False): 90, (180, False): 180, (0, True): 0, (90, True): 90}[
+        (degrees, hflip)
+    ]
     assert np.abs(frames[0].image.astype(int) - expected).mean() < 6
 
 
@@ -464,6 +467,15 @@ def test_missing_folder_is_an_output_error(tmp_path):
     assert "does not exist" in str(err.value)
 
 
+def test_unreadable_audio_source_is_an_input_error(tmp_path):
+    info = VideoInfo(width=32, height=32, fps=25.0, time_base=Fraction(1, 25))
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(2).bytes(5000))
+    with pytest.raises(InputError) as err:
+        Mp4Sink(tmp_path / "out.mp4", info, audio_from=tmp_path / "noise.mp4")
+    assert_one_line(err, "noise.mp4")
+    assert partials(tmp_path) == []
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
 def test_read_only_folder_is_an_output_error(tmp_path):
     folder = tmp_path / "ro"
@@ -475,7 +487,8 @@ def test_read_only_folder_is_an_output_error(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to fake a full disk")
-def test_disk_full_aborts_with_output_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("frames", [60, 2])  # fails in write(); fails only in close()
+def test_disk_full_aborts_with_output_error(tmp_path, monkeypatch, frames):
     # The temp name is made predictable and pre-linked to /dev/full, whose writes fail
     # with ENOSPC: the real FFmpeg write path sees a full disk.
     import camvideo.sinks as sinks
@@ -486,10 +499,13 @@ def test_disk_full_aborts_with_output_error(tmp_path, monkeypatch):
     info = VideoInfo(width=64, height=64, fps=25.0, time_base=Fraction(1, 25))
     rng = np.random.default_rng(0)
     with pytest.raises(OutputError) as err:
-        with Mp4Sink(tmp_path / "out.mp4", info, preset="ultrafast") as sink:
-            for i in range(60):
+        # veryfast's lookahead keeps 2 frames inside x264, so nothing reaches the disk
+        # before close()
+        with Mp4Sink(tmp_path / "out.mp4", info, preset="ultrafast" if frames > 2 else "veryfast") as sink:
+            for i in range(frames):
                 sink.write(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), i, i / 25)
     assert_one_line(err, "out.mp4")
     assert "disk full" in str(err.value)
     assert isinstance(err.value.__cause__, OSError) and err.value.__cause__.errno == errno.ENOSPC
+    assert ("cannot write" if frames == 60 else "cannot finish") in str(err.value)
     assert not os.path.lexists(link) and not (tmp_path / "out.mp4").exists()

@@ -96,12 +96,15 @@ class Explainer:
         self.spec: ModelSpec = load_model(
             model, weights=weights, class_names=class_names, input_size=input_size, mean=mean, std=std
         )
-        self.model: nn.Module = self.spec.model.eval().to(self.device, self.dtype)
+        # The dry run is in float32 whatever the precision: its GAP check is numerical, and
+        # a bf16/fp16 pooled vector is not allclose (rtol 1e-4) to the mean it rounds.
+        self.model: nn.Module = self.spec.model.eval().to(self.device, torch.float32)
+        s = self.spec.input_size
+        example = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(0)).to(self.device)
+        self.report: LayerReport = inspect_model(self.model, example, layer)
+        self.model = self.model.to(dtype=self.dtype)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        s = self.spec.input_size
-        example = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
-        self.report: LayerReport = inspect_model(self.model, example, layer)
         if not self.spec.class_names:
             self.spec.class_names = [f"class {i}" for i in range(self.report.num_classes)]
         if len(self.spec.class_names) != self.report.num_classes:
@@ -184,10 +187,7 @@ class Explainer:
         if (h, w) != tuple(x.shape[-2:]):
             x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
         x = x * self._scale - self._shift
-        x = x.to(self.dtype)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return x.to(self.dtype).contiguous(memory_format=torch.channels_last)
 
     # -- explaining --------------------------------------------------------------------------
     def explain(self, frames: np.ndarray | torch.Tensor, target: Target = None) -> Explanation:
@@ -201,7 +201,7 @@ class Explainer:
         if isinstance(frames, torch.Tensor) and frames.is_floating_point():
             if frames.dim() != 4 or frames.shape[1] != 3:
                 raise ValueError(f"a preprocessed batch must be (N, 3, h, w); got {tuple(frames.shape)}")
-            x = frames.to(self.device, self.dtype)
+            x = frames.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
         else:
             x = self.preprocess(frames)
         select, squeeze = self.selector(target)

@@ -49,7 +49,7 @@ def inspect_model(model: nn.Module, example: torch.Tensor, layer: str | None = N
     names = {m: n for n, m in model.named_modules()}
     # (name, output shape) of every spatial output in completion order, and small
     # vectors (inputs/outputs of modules) that could be a pooled copy of the target.
-    spatial: list[tuple[str, torch.Tensor]] = []
+    spatial: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     small: list[tuple[int, str, torch.Tensor, torch.Tensor | None]] = []
     handles = []
 
@@ -60,7 +60,9 @@ def inspect_model(model: nn.Module, example: torch.Tensor, layer: str | None = N
         inp = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         if isinstance(output, torch.Tensor):
             if output.dim() == 4 and output.shape[2] * output.shape[3] > 1 and not isinstance(module, _POOLS):
-                spatial.append((name, output))
+                # The spatial mean now, not later: an in-place op downstream (DenseNet's
+                # F.relu(features, inplace=True)) would change ``output`` in place.
+                spatial.append((name, output, output.float().mean(dim=(2, 3))))
             elif output.dim() in (2, 4) and output[0].numel() <= 1 << 16:
                 small.append((len(spatial), name, output, inp))
 
@@ -82,21 +84,24 @@ def inspect_model(model: nn.Module, example: torch.Tensor, layer: str | None = N
         index = len(spatial) - 1
         layer = spatial[index][0]
     else:
-        found = [i for i, (n, _) in enumerate(spatial) if n == layer]
+        found = [i for i, (n, _, _) in enumerate(spatial) if n == layer]
         if not found:
             raise ModelError(f"layer {layer!r} does not output a spatial map (N, C, H, W); pick an earlier layer")
         index = found[-1]
-    activation = spatial[index][1]
-    gap = activation.float().mean(dim=(2, 3))
+    gap = spatial[index][2]
 
-    def is_gap(t: torch.Tensor | None) -> bool:
+    def is_gap(t: torch.Tensor | None, gap: torch.Tensor = gap) -> bool:
         if t is None:
             return False
         t = t.float().reshape(t.shape[0], -1)
         return t.shape == gap.shape and torch.allclose(t, gap, rtol=1e-4, atol=1e-5 * float(gap.abs().max() + 1))
 
+    # ``pooled`` is a property of the network, not of the layer asked for: the target's or
+    # the last spatial map's global average is used. Also as modified in place after the
+    # hook ran (DenseNet): any input size still works, though CAM would not add up.
+    means = [g for i in {index, len(spatial) - 1} for g in (spatial[i][2], spatial[i][1].float().mean(dim=(2, 3)))]
     after = [entry for entry in small if entry[0] > index]
-    pooled = any(is_gap(out) or is_gap(inp) for _, _, out, inp in after)
+    pooled = any(is_gap(t, g) for _, _, out, inp in after for t in (out, inp) for g in means)
     cam_linear = None
     for _, name, out, inp in after:
         module = dict(model.named_modules())[name]

@@ -51,7 +51,9 @@ class CAMMethod:
             leaf = output.detach().requires_grad_()
             self._activation = leaf
             return leaf.clone()
-        self._activation = output
+        # A copy, not a reference: an in-place op downstream (ReLU(inplace=True), DenseNet's
+        # F.relu_, a residual +=) would otherwise change the activation before we use it.
+        self._activation = output.detach().clone()
         return None
 
     @property
