@@ -132,9 +132,11 @@ class Explainer:
         return self._live_method().name
 
     def set_method(self, method: str) -> None:
-        """Switch the CAM method; the old hook is removed before the new one is registered."""
+        """Switch the CAM method. If the new one cannot be used (``cam`` without a GAP head),
+        the error is raised and the current method stays."""
+        new = make_method(method, self.model, self.report, chunk=self._scorecam_chunk)
         self.close()
-        self._method = make_method(method, self.model, self.report, chunk=self._scorecam_chunk)
+        self._method = new
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

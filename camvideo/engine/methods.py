@@ -39,7 +39,7 @@ class CAMMethod:
         self.model = model
         self.report = report
         self._activation: torch.Tensor | None = None
-        self._capture = True
+        self._capture = False  # only during our own forward: the model stays usable (and trainable) otherwise
         self._handle = resolve_module(model, report.target).register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -79,9 +79,17 @@ class CAMMethod:
             raise ModelError(f"layer {self.report.target!r} did not run in the forward pass")
         return activation
 
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits, with the target layer's activation captured."""
+        self._capture = True
+        try:
+            return _logits(self.model(x))
+        finally:
+            self._capture = False
+
     def __call__(self, x: torch.Tensor, select: Selector) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            logits = _logits(self.model(x))
+            logits = self._forward(x)
             activation = self._take_activation().float()
             classes = select(logits)
             maps = self.compute(activation, logits, classes, x)
@@ -124,7 +132,7 @@ class _GradientMethod(CAMMethod):
         with torch.inference_mode(False), torch.enable_grad(), _frozen(self.model):
             if x.is_inference():
                 x = x.clone()
-            logits = _logits(self.model(x))
+            logits = self._forward(x)
             A = self._take_activation()
             classes = select(logits.detach())
             maps = []
@@ -208,15 +216,11 @@ class ScoreCAM(CAMMethod):
         span = masks.amax(dim=(2, 3), keepdim=True) - lo
         masks = torch.where(span > 0, (masks - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(masks))
         weights = torch.empty(n, classes.shape[1], k, device=A.device)
-        self._capture = False  # the masked forwards must not overwrite nothing we need, nor cost a hook
-        try:
-            for i in range(n):
-                for start in range(0, k, self.chunk):
-                    m = masks[i, start : start + self.chunk, None].to(x.dtype)  # (c, 1, H, W)
-                    probs = torch.softmax(_logits(self.model(x[i : i + 1] * m)).float(), dim=1)
-                    weights[i, :, start : start + m.shape[0]] = probs[:, classes[i]].T
-        finally:
-            self._capture = True
+        for i in range(n):  # the hook is idle here: masked forwards capture nothing
+            for start in range(0, k, self.chunk):
+                m = masks[i, start : start + self.chunk, None].to(x.dtype)  # (c, 1, H, W)
+                probs = torch.softmax(_logits(self.model(x[i : i + 1] * m)).float(), dim=1)
+                weights[i, :, start : start + m.shape[0]] = probs[:, classes[i]].T
         return F.relu(torch.einsum("ntk,nkhw->nthw", weights, A))
 
 
