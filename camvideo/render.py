@@ -86,7 +86,8 @@ def cam_box(normalized: np.ndarray, threshold: float = 0.2, connectivity: int = 
 
 @dataclass
 class Rendered:
-    """A rendered batch: host uint8 RGB frames and one box (or None) per frame."""
+    """A rendered batch: host uint8 RGB frames and one box (or None) per frame
+    (computed whether or not it is drawn)."""
 
     images: np.ndarray  # (N, H, W', 3); W' = 2W when side by side
     boxes: list[Box | None]
@@ -109,7 +110,10 @@ class Renderer:
         threshold: float = 0.2,
         side_by_side: bool = False,
         class_names: Sequence[str] | None = None,
+        backend: str = "auto",
     ) -> None:
+        if backend not in ("auto", "torch", "opencv"):
+            raise ValueError(f"backend must be auto, torch or opencv, not {backend!r}")
         if not 0.0 <= alpha <= 1.0:
             raise CamvideoError(f"alpha must be between 0 and 1, not {alpha}")
         if not 0.0 <= threshold < 1.0:
@@ -122,6 +126,7 @@ class Renderer:
         self.threshold = float(threshold)
         self.side_by_side = side_by_side
         self.class_names = list(class_names) if class_names is not None else None
+        self.backend = backend  # auto: OpenCV for CPU tensors, torch on other devices
         self._lut: dict[torch.device, torch.Tensor] = {}
 
     def lut(self, device: torch.device) -> torch.Tensor:
@@ -144,8 +149,8 @@ class Renderer:
         Both give the same pixels (tested).
         """
         scaled = normalize_maps(maps, bounds, clamp=bounds is None) * 255.0
-        if frames.device.type == "cpu":
-            return self._overlay_opencv(frames.numpy(), scaled.numpy())
+        if self.backend == "opencv" or (self.backend == "auto" and frames.device.type == "cpu"):
+            return self._overlay_opencv(frames.cpu().numpy(), scaled.cpu().numpy())
         n, height, width, _ = frames.shape
         up = F.interpolate(scaled.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
         index = up.clamp_(0.0, 255.0).round_().to(torch.uint8)
@@ -196,11 +201,9 @@ class Renderer:
             labels = [self.label_text(c, s) for c, s in zip(classes.tolist(), score_list)]
         offset = frames.shape[2] if self.side_by_side else 0
         for i, image in enumerate(images):
-            if self.boxes:
-                boxes[i] = cam_box(indices[i], self.threshold)
-                if boxes[i] is not None:
-                    x0, y0, x1, y1 = boxes[i]
-                    draw_box(image, (x0 + offset, y0, x1 + offset, y1))
+            boxes[i] = cam_box(indices[i], self.threshold)  # always: the records carry it
+            if self.boxes and boxes[i] is not None:
+                draw_box(image[:, offset:], boxes[i])  # the overlay panel only
             if self.labels and labels is not None:
                 draw_label(image, labels[i])
         return Rendered(images=images, boxes=boxes)
@@ -214,7 +217,7 @@ def draw_box(image: np.ndarray, box: Box, color: tuple[int, int, int] = (0, 255,
     """Draw a rectangle in place; thickness scales with the frame."""
     thickness = max(1, round(min(image.shape[:2]) / 240))
     x0, y0, x1, y1 = box
-    cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), color, thickness, lineType=cv2.LINE_AA)
+    cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), color, thickness, lineType=cv2.LINE_8)
 
 
 def draw_label(image: np.ndarray, text: str) -> None:

@@ -1,0 +1,111 @@
+"""Overlay rendering against independent references: OpenCV's own recipe, known boxes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from camvideo.render import Renderer, cam_box, colormap_lut, largest_component_box, normalize_maps
+
+
+def seeds_recipe(frame: np.ndarray, cam: np.ndarray, alpha: float) -> np.ndarray:
+    """The seed articles' overlay with OpenCV, in float64: resize, normalise, JET, addWeighted."""
+    h, w = frame.shape[:2]
+    up = cv2.resize(cam.astype(np.float64), (w, h), interpolation=cv2.INTER_LINEAR)
+    norm = (up - cam.min()) / (cam.max() - cam.min())
+    heat_bgr = cv2.applyColorMap(np.round(255 * norm).astype(np.uint8), cv2.COLORMAP_JET)
+    out_bgr = cv2.addWeighted(heat_bgr, alpha, frame[:, :, ::-1].copy(), 1 - alpha, 0)
+    return out_bgr[:, :, ::-1]
+
+
+def test_jet_table_is_opencv_jet_red_hot() -> None:
+    lut = colormap_lut("jet")
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    expected = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)[:, :, ::-1].reshape(256, 3)
+    np.testing.assert_array_equal(lut, expected)
+    # RGB order: cold is dark blue, hot is dark red (a BGR mix-up would flip these)
+    assert tuple(lut[0]) == (0, 0, 128) and tuple(lut[255]) == (128, 0, 0)
+    # and it is the classic jet: within 2 % of the piecewise-linear formula everywhere
+    x = np.arange(256) / 255
+    analytic = np.stack([np.clip(1.5 - np.abs(4 * x - c), 0, 1) for c in (3, 2, 1)], 1) * 255
+    assert np.abs(lut - analytic).max() <= 6
+
+
+@pytest.mark.parametrize("backend", ["opencv", "torch"])
+@pytest.mark.parametrize("alpha", [0.0, 0.35, 0.5, 1.0])
+def test_overlay_matches_seeds_recipe(backend: str, alpha: float) -> None:
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (2, 90, 160, 3), dtype=np.uint8)
+    maps = rng.normal(size=(2, 6, 11)).astype(np.float32)
+    renderer = Renderer("jet", alpha, boxes=False, labels=False, backend=backend)
+    out = renderer.render(torch.from_numpy(frames), torch.from_numpy(maps)).images
+    for i in range(2):
+        expected = seeds_recipe(frames[i], maps[i], alpha)
+        diff = np.abs(out[i].astype(int) - expected.astype(int))
+        # float32 vs float64 upsampling can move a colormap index by one at a rounding edge
+        assert diff.max() <= 4 and (diff > 1).mean() < 0.01
+
+
+def test_torch_and_opencv_backends_agree() -> None:
+    rng = np.random.default_rng(2)
+    frames = torch.from_numpy(rng.integers(0, 256, (3, 72, 130, 3), dtype=np.uint8))
+    maps = torch.from_numpy(rng.normal(size=(3, 5, 9)).astype(np.float32))
+    bounds = torch.tensor([[-1.0, 1.0], [0.0, 2.0], [-3.0, 0.5]])
+    for b in (None, bounds):
+        a = Renderer(backend="opencv", side_by_side=True, labels=False).render(frames, maps, bounds=b)
+        t = Renderer(backend="torch", side_by_side=True, labels=False).render(frames, maps, bounds=b)
+        assert a.images.shape == (3, 72, 260, 3)
+        assert np.abs(a.images.astype(int) - t.images.astype(int)).max() <= 1
+        assert a.boxes == t.boxes
+        np.testing.assert_array_equal(a.images[:, :, :130], frames.numpy())  # left half is the original
+
+
+def test_normalize_maps_minmax_and_bounds() -> None:
+    maps = torch.tensor([[[1.0, 3.0], [5.0, 9.0]], [[2.0, 2.0], [2.0, 2.0]]])
+    out = normalize_maps(maps)
+    np.testing.assert_allclose(out[0].numpy(), [[0, 0.25], [0.5, 1.0]])
+    assert out[1].abs().max() == 0  # a constant map has nothing hot
+    clamped = normalize_maps(maps[:1], torch.tensor([[3.0, 5.0]]))
+    np.testing.assert_allclose(clamped[0].numpy(), [[0, 0], [1, 1]])
+
+
+def test_box_rule_keeps_largest_component() -> None:
+    cam = np.zeros((100, 200), np.float32)
+    cam[10:30, 20:50] = 1.0  # 600 px
+    cam[50:90, 100:180] = 0.6  # 3200 px, the largest above 20 % of max
+    cam[95:99, 0:4] = 0.1  # below the threshold
+    assert cam_box(cam, 0.2) == (100, 50, 180, 90)
+    assert cam_box(cam, 0.7) == (20, 10, 50, 30)  # only the peak blob passes 70 %
+    assert cam_box(np.zeros((10, 10)), 0.2) is None
+    # 8-connectivity: diagonal neighbours join one component
+    diag = np.eye(6, dtype=bool)
+    assert largest_component_box(diag) == (0, 0, 6, 6)
+    assert largest_component_box(diag, connectivity=4) in {(i, i, i + 1, i + 1) for i in range(6)}
+
+
+def test_render_boxes_in_frame_pixels_and_drawn() -> None:
+    frames = torch.full((1, 120, 160, 3), 40, dtype=torch.uint8)
+    cam = torch.zeros(1, 12, 16)
+    cam[0, 3:6, 8:12] = 1.0
+    r = Renderer(alpha=0.5, boxes=True, labels=True, class_names=["thing"])
+    out = r.render(frames, cam, torch.tensor([0]), torch.tensor([0.9]))
+    box = out.boxes[0]
+    assert box is not None
+    x0, y0, x1, y1 = box
+    # the hot cells span x 80..120, y 30..60 in frame pixels; bilinear spread widens them a bit
+    assert 65 <= x0 <= 80 and 120 <= x1 <= 135 and 15 <= y0 <= 30 and 60 <= y1 <= 75
+    # box edge is green, label band top-left is dark with white text
+    assert tuple(out.images[0, (y0 + y1) // 2, x0]) == (0, 255, 0) or out.images[0, (y0 + y1) // 2, x0, 1] > 200
+    assert out.images[0, 2, 2].max() < 60 and out.images[0, :20, :60].max() > 200
+
+
+def test_bad_options_are_errors() -> None:
+    from camvideo.errors import CamvideoError
+
+    with pytest.raises(CamvideoError, match="colormap"):
+        Renderer("rainbowz")
+    with pytest.raises(CamvideoError, match="alpha"):
+        Renderer(alpha=1.5)
