@@ -4,6 +4,13 @@ It ties the :class:`~camvideo.engine.Explainer`, the :class:`TemporalSmoother` a
 :class:`~camvideo.render.Renderer` together for one stream of frames. uint8 frames go
 to the device once; preprocessing, the model, the maps, smoothing, upsampling, the
 colormap and the blend all happen there, and only the finished frame comes back.
+
+With ``every=N`` the model runs on every Nth frame only; the frames between are drawn
+with the last run's map and class (a :class:`ModelOutput`), and smoothing goes on at
+every frame, so the overlay moves at the frame rate. Live, the model can also run in
+a background thread (:meth:`FrameAnnotator.explain_frame` there,
+:meth:`FrameAnnotator.adopt` + :meth:`FrameAnnotator.render_held` in the render thread),
+so a slow model never holds a frame back.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .engine.explainer import Explainer, Target
+import torch
+
+from .engine.explainer import Explainer, Explanation, Target
 from .render import Box, Renderer
 from .smoothing import TemporalSmoother
 from .video import Frame
@@ -41,6 +50,23 @@ class FrameResult:
         return self.scores[0]
 
 
+@dataclass
+class ModelOutput:
+    """One model run on one frame: what the frames until the next run are drawn with.
+
+    ``maps`` (T, h, w) are raw maps for ``classes`` (T targets; live top-1 runs may add
+    the class currently shown, so a class switch has its map ready).
+    """
+
+    logits: torch.Tensor  # (C,) float32
+    maps: torch.Tensor  # (T, h, w) float32
+    classes: list[int]
+    scores: list[float]
+    top5: list[tuple[int, float]]
+    frame_index: int
+    frame_time: float
+
+
 class FrameAnnotator:
     """Explain, smooth and render batches of frames from one stream, in order.
 
@@ -56,24 +82,69 @@ class FrameAnnotator:
         smoother: TemporalSmoother | None = None,
         target: Target = None,
         keep_maps: bool = False,
+        every: int = 1,
     ) -> None:
+        if every < 1:
+            raise ValueError(f"every must be at least 1, not {every}")
         self.explainer = explainer
         self.renderer = renderer
         self.smoother = smoother if smoother is not None and smoother.enabled else None
-        self.target = target
         self.keep_maps = keep_maps
+        self.every = every
         if renderer.class_names is None:
             renderer.class_names = explainer.class_names
+        self.target = target
+        self._held: ModelOutput | None = None  # the last model run, drawn until the next
+        self._countdown = 0  # frames to go until the model runs again
+        self._wanted: int | None = None  # the class the smoother picked last (live top-1)
+        self._shown: int | None = None  # the class whose map is drawn (live top-1)
+
+    @property
+    def target(self) -> Target:
+        return self._target
+
+    @target.setter
+    def target(self, target: Target) -> None:
+        self._target = target
         self._top1 = target is None or (isinstance(target, str) and target.strip().lower() in ("top1", "top"))
+        self._multi = isinstance(target, str) and target.strip().lower().startswith("top") and not self._top1
+
+    @property
+    def held(self) -> ModelOutput | None:
+        """The model run the next frames between runs are drawn with."""
+        return self._held
 
     def reset(self) -> None:
-        """Forget the smoothing state (a new video, a new source)."""
+        """Forget the smoothing state and the last model run (a new video, a new source)."""
         if self.smoother is not None:
             self.smoother.reset()
+        self._held = None
+        self._countdown = 0
+        self._wanted = self._shown = None
+
+    def due(self, frame: Frame) -> bool:
+        """Whether the model should run on ``frame`` (counts it: call once per frame, in order).
+
+        Every ``every``-th frame is due, starting with the first; a step or a replay
+        (``extra["step"]``/``["replay"]``, while paused) always is.
+        """
+        if self._countdown <= 0 or frame.extra.get("step") or frame.extra.get("replay"):
+            self._countdown = self.every - 1
+            return True
+        self._countdown -= 1
+        return False
 
     def __call__(self, frames: Sequence[Frame]) -> list[FrameResult]:
         if not frames:
             return []
+        if any(f.extra.get("replay") for f in frames):
+            self.reset()  # a redraw with new settings: start the smoothing afresh, or it hides them
+        if self.every > 1:
+            return self._explain_some(frames)
+        return self._explain_all(frames)
+
+    def _explain_all(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        """Every frame through the model (``every=1``)."""
         times = [f.time for f in frames]
         images = self.explainer.to_device(np.stack([f.image for f in frames]))
         target = self.target
@@ -96,6 +167,11 @@ class FrameAnnotator:
         top5 = out.probabilities.topk(min(5, out.logits.shape[1]), dim=1)
         top_idx, top_p = top5.indices.tolist(), top5.values.tolist()
         raw = maps.float().cpu().numpy() if self.keep_maps else None
+        last = len(frames) - 1  # held, should `every` change, and for live background runs
+        self._held = ModelOutput(out.logits[last], maps[last].float(), class_rows[last], score_rows[last],
+                                 list(zip(top_idx[last], top_p[last])), frames[last].index, frames[last].time)  # fmt: skip
+        self._countdown = self.every - 1
+        self._wanted = self._shown = class_rows[last][0]
         results = []
         for i, frame in enumerate(frames):
             results.append(
@@ -107,6 +183,126 @@ class FrameAnnotator:
                     box=rendered.boxes[i],
                     top5=list(zip(top_idx[i], top_p[i])),
                     raw_map=raw[i] if raw is not None else None,
+                )
+            )
+        return results
+
+
+    # -- every Nth frame -------------------------------------------------------------------------
+    def _outputs(self, frames: Sequence[Frame], out: Explanation) -> list[ModelOutput]:
+        maps = out.maps if out.maps.dim() == 4 else out.maps.unsqueeze(1)  # (N, T, h, w)
+        classes = out.classes.view(len(frames), -1).tolist()
+        scores = out.scores.view(len(frames), -1).tolist()
+        top5 = out.probabilities.topk(min(5, out.logits.shape[1]), dim=1)
+        top_idx, top_p = top5.indices.tolist(), top5.values.tolist()
+        return [
+            ModelOutput(out.logits[i], maps[i].float(), classes[i], scores[i], list(zip(top_idx[i], top_p[i])),
+                        f.index, f.time)  # fmt: skip
+            for i, f in enumerate(frames)
+        ]
+
+    def _explain_some(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        """The model on the due frames only; the others drawn with the run before them."""
+        times = [f.time for f in frames]
+        due = [self.due(f) for f in frames]
+        picked = [i for i, d in enumerate(due) if d]
+        images = self.explainer.to_device(np.stack([f.image for f in frames]))
+        smoother = self.smoother if self._top1 else None
+        outputs: dict[int, ModelOutput] = {}
+        if picked:
+            target = self.target
+            if smoother is not None:
+                held = self._held
+
+                def target(logits: torch.Tensor) -> torch.Tensor:
+                    # The class EMA sees every frame: a due frame's own logits, the others
+                    # the last run's (what the map shown on them is), so its clock is right.
+                    rows, last, j = [], held.logits if held is not None else None, 0
+                    for i in range(len(frames)):
+                        if due[i]:
+                            last, j = logits[j], j + 1
+                        rows.append(last)
+                    chosen = smoother.select(torch.stack(rows), times)
+                    return chosen[picked]
+
+            explained = self.explainer.explain(images[picked], target=target)
+            outputs = dict(zip(picked, self._outputs([frames[i] for i in picked], explained)))
+        elif smoother is not None and self._held is not None:
+            smoother.select(self._held.logits.expand(len(frames), -1), times)
+        runs = []
+        for i in range(len(frames)):
+            self._held = outputs.get(i, self._held)
+            runs.append(self._held)
+        return self._draw(frames, images, runs, [0] * len(frames))
+
+    # -- live: the model in a background thread ------------------------------------------------
+    def explain_frame(self, frame: Frame) -> ModelOutput:
+        """One model run for the live background worker (the only thread using the model).
+
+        For a smoothed top-1 target it explains the frame's top class and also the class
+        the smoother wants to show, when they differ, so the render thread has the map of
+        whichever it settles on.
+        """
+        target = self.target
+        if self.smoother is not None and self._top1:
+            wanted = self._wanted
+
+            def target(logits: torch.Tensor) -> torch.Tensor:
+                top = logits.argmax(dim=1, keepdim=True)
+                if wanted is None or wanted == int(top[0, 0]):
+                    return top
+                return torch.cat([torch.full_like(top, wanted), top], dim=1)
+
+        images = self.explainer.to_device(frame.image[None])
+        return self._outputs([frame], self.explainer.explain(images, target=target))[0]
+
+    def adopt(self, output: ModelOutput) -> None:
+        """Draw the next frames with ``output`` (a background run that has finished)."""
+        self._held = output
+
+    def render_held(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        """Draw frames with the held model run, smoothing on (render thread, live)."""
+        held = self._held
+        if held is None:
+            raise RuntimeError("render_held() before any model output was adopted")
+        times = [f.time for f in frames]
+        positions = [0] * len(frames)
+        if self.smoother is not None and self._top1:
+            chosen = self.smoother.select(held.logits.expand(len(frames), -1), times).tolist()
+            for i, wanted in enumerate(chosen):
+                self._wanted = wanted
+                # Show the wanted class when its map is here; else keep the one shown.
+                show = wanted if wanted in held.classes else self._shown
+                positions[i] = held.classes.index(show) if show in held.classes else 0
+                self._shown = held.classes[positions[i]]
+        images = self.explainer.to_device(np.stack([f.image for f in frames]))
+        return self._draw(frames, images, [held] * len(frames), positions)
+
+    def _draw(self, frames: Sequence[Frame], images: torch.Tensor, runs: list[ModelOutput], positions: list[int]) -> list[FrameResult]:
+        """Smooth and render frames, each with its model run's map at ``positions[i]``."""
+        times = [f.time for f in frames]
+        shown = torch.stack([run.maps[p] for run, p in zip(runs, positions)])
+        bounds = None
+        if self.smoother is not None and not self._multi:
+            shown, bounds = self.smoother.smooth(shown, times)
+        picked = [
+            (run.classes, run.scores) if self._multi else ([run.classes[p]], [run.scores[p]])
+            for run, p in zip(runs, positions)
+        ]
+        labels = [" | ".join(self.renderer.label_text(c, s) for c, s in zip(cs, ss)) for cs, ss in picked]
+        rendered = self.renderer.render(images, shown, bounds=bounds, labels=labels)
+        results = []
+        for i, (frame, run) in enumerate(zip(frames, runs)):
+            results.append(
+                FrameResult(
+                    frame=frame,
+                    image=rendered.images[i],
+                    classes=picked[i][0],
+                    scores=picked[i][1],
+                    box=rendered.boxes[i],
+                    top5=run.top5,
+                    raw_map=run.maps.cpu().numpy() if self.keep_maps else None,
+                    extra={"model_frame": run.frame_index, "model_lag": frame.time - run.frame_time},
                 )
             )
         return results

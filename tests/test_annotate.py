@@ -150,7 +150,7 @@ def test_bad_inputs_and_outputs_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "notes.mp4").write_text("not a video")
     existing = tmp_path / "taken.mp4"
     existing.write_bytes(b"precious")
-    assert "not found" in one_line_error(run_cli("annotate", "missing.mp4", cwd=tmp_path)).lower() or True
+    assert "no such file" in one_line_error(run_cli("annotate", "missing.mp4", cwd=tmp_path))
     one_line_error(run_cli("annotate", "notes.mp4", cwd=tmp_path))
     msg = one_line_error(run_cli("annotate", str(CATS), "-o", str(existing), cwd=tmp_path))
     assert "--overwrite" in msg and existing.read_bytes() == b"precious"
