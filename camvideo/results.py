@@ -90,14 +90,16 @@ class MapsWriter:
     """Raw maps at feature resolution (float16), their classes and frame times, as NPZ.
 
     Arrays: ``maps`` (N, h, w) or (N, k, h, w) for top-k targets, ``classes`` (N,) or
-    (N, k), ``scores``, ``frames`` (indices), ``pts`` (seconds). The maps are small
-    (a few hundred bytes a frame), so they are gathered in memory and written at close.
+    (N, k), ``scores``, ``frames`` (indices), ``pts`` (seconds). Maps are appended to a
+    temporary file as they come and packed into the NPZ at close, so memory stays flat
+    however long the video.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        temporary_beside(self.path, ".npz").unlink()  # fail early if the folder is not writable
-        self._maps: list[np.ndarray] = []
+        self._spool_path = temporary_beside(self.path, ".maps")
+        self._spool: IO[bytes] | None = open(self._spool_path, "wb")
+        self._shape: tuple[int, ...] | None = None
         self._classes: list[list[int]] = []
         self._scores: list[list[float]] = []
         self._frames: list[int] = []
@@ -106,25 +108,43 @@ class MapsWriter:
     def write(self, result: FrameResult) -> None:
         if result.raw_map is None:
             raise ValueError("MapsWriter needs results with raw maps (FrameAnnotator(keep_maps=True))")
-        self._maps.append(result.raw_map.astype(np.float16))
+        assert self._spool is not None
+        maps = np.ascontiguousarray(result.raw_map, dtype=np.float16)
+        if self._shape is None:
+            self._shape = maps.shape
+        elif maps.shape != self._shape:
+            raise ValueError(f"map shape changed mid-video: {self._shape} -> {maps.shape}")
+        self._spool.write(maps.tobytes())
         self._classes.append(result.classes)
         self._scores.append(result.scores)
         self._frames.append(result.frame.index)
         self._pts.append(result.frame.time)
 
     def close(self) -> Path:
-        single = all(len(c) == 1 for c in self._classes)
-        maps = np.stack(self._maps) if self._maps else np.zeros((0, 0, 0), np.float16)
-        classes = np.asarray(self._classes, dtype=np.int64).reshape(len(self._classes), -1)
-        scores = np.asarray(self._scores, dtype=np.float32).reshape(len(self._scores), -1)
-        if single and self._maps:
+        assert self._spool is not None
+        self._spool.close()
+        self._spool = None
+        n = len(self._frames)
+        shape = (n, *(self._shape or (0, 0, 0)))
+        maps = np.memmap(self._spool_path, np.float16, "r", shape=shape) if n else np.zeros(shape, np.float16)
+        classes = np.asarray(self._classes, dtype=np.int64).reshape(n, -1)
+        scores = np.asarray(self._scores, dtype=np.float32).reshape(n, -1)
+        if classes.shape[1] == 1:  # one target per frame: (N, h, w), (N,)
             maps, classes, scores = maps[:, 0], classes[:, 0], scores[:, 0]
         temp = temporary_beside(self.path, ".npz")
-        with open(temp, "wb") as handle:
-            np.savez(handle, maps=maps, classes=classes, scores=scores,
-                     frames=np.asarray(self._frames, dtype=np.int64), pts=np.asarray(self._pts, dtype=np.float64))  # fmt: skip
-        os.replace(temp, self.path)
+        try:
+            with open(temp, "wb") as handle:  # np.savez streams the memmap in chunks
+                np.savez(handle, maps=maps, classes=classes, scores=scores,
+                         frames=np.asarray(self._frames, dtype=np.int64), pts=np.asarray(self._pts, dtype=np.float64))  # fmt: skip
+            os.replace(temp, self.path)
+        finally:
+            del maps
+            temp.unlink(missing_ok=True)
+            self._spool_path.unlink(missing_ok=True)
         return self.path
 
     def abort(self) -> None:
-        self._maps.clear()
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        self._spool_path.unlink(missing_ok=True)

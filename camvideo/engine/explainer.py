@@ -25,6 +25,9 @@ from .methods import METHODS, CAMMethod, make_method
 
 Target = Union[None, int, str, torch.Tensor, Sequence[int], Callable[[torch.Tensor], torch.Tensor]]
 
+#: Longest model input side, in multiples of the short side (the model's input size).
+MAX_ASPECT = 4
+
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -158,13 +161,18 @@ class Explainer:
     # -- preprocessing -----------------------------------------------------------------------
     def input_size_for(self, height: int, width: int) -> tuple[int, int]:
         """The (h, w) model input for a frame of that size: short side to the model's size,
-        aspect kept, for GAP networks; the fixed square size otherwise."""
+        aspect kept (up to :data:`MAX_ASPECT`), for GAP networks; the fixed square size otherwise.
+
+        A frame more than ``MAX_ASPECT`` times longer than it is wide (a 4000x16 strip, a
+        1x1000 column) is squashed to that ratio: keeping its aspect would make a
+        224x56000 input that takes minutes and gigabytes per frame.
+        """
         s = self.spec.input_size
         if self.fixed_size:
             return s, s
-        if height <= width:
-            return s, max(1, round(width * s / height))
-        return max(1, round(height * s / width)), s
+        short, long = sorted((height, width))
+        scaled = min(MAX_ASPECT * s, max(1, round(long * s / short)))
+        return (s, scaled) if height <= width else (scaled, s)
 
     def to_device(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 RGB frames (N, H, W, 3) or one (H, W, 3) as a uint8 tensor on the device."""

@@ -86,11 +86,13 @@ def load_model(
     input_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    pretrained: bool = True,
 ) -> ModelSpec:
     """Build a :class:`ModelSpec` from a registry name or a user's ``nn.Module``.
 
     A user's module keeps its own class names (``class_names``; default ``class 0`` ...)
-    and preprocessing (default: ImageNet mean/std, 224).
+    and preprocessing (default: ImageNet mean/std, 224). ``pretrained=False`` builds a
+    registry model with random weights (for tests and for loading weights yourself).
     """
     if isinstance(model, nn.Module):
         spec = ModelSpec(
@@ -110,9 +112,9 @@ def load_model(
     if name in (DEFAULT_MODEL, "lite0", "efficientnet-lite0"):
         from .lite0 import efficientnet_lite0
 
-        spec = ModelSpec(efficientnet_lite0(weights), DEFAULT_MODEL, 224, IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names())
+        spec = ModelSpec(efficientnet_lite0(weights, pretrained=pretrained), DEFAULT_MODEL, 224, IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names())
     else:
-        spec = _torchvision_spec(name, weights)
+        spec = _torchvision_spec(name, weights, pretrained)
     if class_names is not None:
         spec.class_names = list(class_names)
     if input_size is not None:
@@ -124,7 +126,7 @@ def load_model(
     return spec
 
 
-def _torchvision_spec(name: str, weights: str | os.PathLike | None) -> ModelSpec:
+def _torchvision_spec(name: str, weights: str | os.PathLike | None, pretrained: bool = True) -> ModelSpec:
     import torchvision.models as tvm
 
     try:
@@ -146,7 +148,7 @@ def _torchvision_spec(name: str, weights: str | os.PathLike | None) -> ModelSpec
     net = tvm.get_model(name, weights=None, **kwargs)
     if weights is not None:
         _load_state_dict(net, weights)
-    else:
+    elif pretrained:
         try:
             state = tv_weights.get_state_dict(progress=False, check_hash=False)
         except Exception as err:  # URLError, socket errors, HTTP errors: all mean "no download"
@@ -199,14 +201,18 @@ def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
     if not isinstance(state, dict):
         raise ModelError(f"{path} does not hold a state dict (found {type(state).__name__})")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    result = net.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        missing = ", ".join(result.missing_keys[:3])
-        unexpected = ", ".join(result.unexpected_keys[:3])
-        raise ModelError(
-            f"{path} does not match {type(net).__name__}: {len(result.missing_keys)} missing keys ({missing}), "
-            f"{len(result.unexpected_keys)} unexpected ({unexpected})"
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and getattr(state[k], "shape", None) != own[k].shape]
+    if missing or unexpected or reshaped:
+        detail = "; ".join(
+            f"{len(keys)} {what} ({', '.join(keys[:3])})"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
+            if keys
         )
+        raise ModelError(f"{path} does not match {type(net).__name__}: keys {detail}")
+    net.load_state_dict(state)
 
 
 def _torchvision_weights_cached(name: str) -> bool:

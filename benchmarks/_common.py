@@ -1,0 +1,99 @@
+"""Helpers shared by the benchmark scripts: machine facts, Markdown tables, timing.
+
+Not part of the package; the scripts put this folder on ``sys.path`` themselves
+(``python benchmarks/bench_*.py`` does it by running from here).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_videos"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def machine_facts() -> list[str]:
+    """Lines describing the command and the machine, for the top of a report."""
+    import cv2
+    import torch
+
+    argv = [Path(sys.argv[0]).as_posix()] + sys.argv[1:]
+    try:
+        argv[0] = Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        pass
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    lines = [
+        f"- command: `python {shlex.join(argv)}`",
+        f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs ({usable_cpus()} usable), "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+        f"- torch {torch.__version__} (CPU threads: {torch.get_num_threads()} intra-op, "
+        f"{torch.get_num_interop_threads()} inter-op), OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads)",
+    ]
+    try:
+        import av
+
+        lines[-1] += f", PyAV {av.__version__}"
+    except ImportError:
+        pass
+    if load:
+        lines.append(f"- load average at the start (1/5/15 min): {load}  (other users share this machine)")
+    return lines
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], align: Sequence[str] | None = None) -> str:
+    """A GitHub Markdown table. ``align``: one of 'l', 'r', 'c' per column (default: first left, rest right)."""
+    rows = [[str(c) for c in row] for row in rows]
+    align = align or ["l"] + ["r"] * (len(header) - 1)
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(wall seconds, process CPU seconds, result) of one call."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - w0, time.process_time() - c0, result
+
+
+def say(*parts: object) -> None:
+    """Progress on stderr, so stdout stays a clean report."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    return f"{value:.{digits}f}"

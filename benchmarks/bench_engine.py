@@ -1,0 +1,191 @@
+"""Engine cost per CAM method: forward-only vs forward + map, on real frames of the sample.
+
+For each method, with the default model (``Explainer()`` = EfficientNet-Lite0), on frames
+of ``sample_videos/big_buck_bunny.mp4`` (1280x720 -> model input 224x398), at batch 1
+and batch 8:
+
+* forward only: ``ex.model(x)`` under ``torch.inference_mode()`` on the preprocessed batch;
+* forward + map: ``ex.explain(x)`` on the same preprocessed batch (the model, the hook,
+  class selection, the map formula and, for gradient methods, the backward to the
+  hooked layer);
+* the ratio (forward + map time / forward time), checked against the issue's targets:
+  cam <= 1.05x forward, gradcam <= 2.5x forward.
+
+Both are timed on the same 8 frames per repetition (batch 1: 8 calls of 1 frame; batch
+8: one call), forward and forward + map interleaved (their order alternating), so that
+noise from other users of the machine hits both; frames/s are from the median time,
+the ratio is the median of the per-repetition ratios. Preprocessing (resize +
+normalise) is outside both timings.
+
+Score-CAM runs K = 1280 masked forwards per frame (one per channel of the target layer,
+64 at a time), so it is measured separately on fewer frames at batch 1 only.
+
+    python benchmarks/bench_engine.py [--repeat N] [--threads T] [--methods cam,gradcam]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from _common import SAMPLES, fmt, machine_facts, markdown_table, median, say  # noqa: E402
+
+FAST_METHODS = ("cam", "gradcam", "hirescam", "gradcam++", "layercam", "eigencam")
+TARGETS = {"cam": 1.05, "gradcam": 2.5}  # forward + map <= target x forward (the issue)
+FRAMES_PER_REP = 8
+
+
+def load_frames(video: Path, count: int) -> np.ndarray:
+    """``count`` frames spread evenly over the video, uint8 RGB (count, H, W, 3)."""
+    from camvideo.sources import FileSource
+
+    with FileSource(video) as source:
+        images = [f.image for f in source]
+    picks = np.linspace(0, len(images) - 1, count).round().astype(int)
+    return np.stack([images[i] for i in picks])
+
+
+def run_method(ex, batches: list[torch.Tensor], repeat: int, sync) -> dict:
+    """Median timings of forward-only and forward+map over ``repeat`` interleaved repetitions.
+
+    ``batches`` hold FRAMES_PER_REP frames in all; one repetition runs each batch once.
+    """
+
+    def forward() -> None:
+        with torch.inference_mode():
+            for x in batches:
+                ex.model(x)
+        sync()
+
+    def explain() -> None:
+        for x in batches:
+            ex.explain(x)
+        sync()
+
+    for _ in range(2):  # warm-up: first calls per shape and grad mode allocate and pick kernels
+        forward()
+        explain()
+    t_fwd, t_map, ratios = [], [], []
+
+    for rep in range(repeat):
+        pair = {}
+        order = (("fwd", forward), ("map", explain)) if rep % 2 == 0 else (("map", explain), ("fwd", forward))
+        for name, fn in order:
+            start = time.perf_counter()
+            fn()
+            pair[name] = time.perf_counter() - start
+        t_fwd.append(pair["fwd"])
+        t_map.append(pair["map"])
+        ratios.append(pair["map"] / pair["fwd"])
+    frames = sum(int(x.shape[0]) for x in batches)
+    return {
+        "fwd_fps": frames / median(t_fwd),
+        "map_fps": frames / median(t_map),
+        "ratio": median(ratios),
+        "spread": (min(ratios), max(ratios)),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", type=Path, default=SAMPLES / "big_buck_bunny.mp4")
+    parser.add_argument("--repeat", type=int, default=9, help="interleaved repetitions per method and batch [%(default)s]")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads [torch's default]")
+    parser.add_argument("--methods", default=",".join(FAST_METHODS), help="comma-separated [%(default)s]")
+    parser.add_argument("--batches", default="1,8", help="batch sizes, comma-separated [%(default)s]")
+    parser.add_argument("--scorecam-frames", type=int, default=1, help="frames for Score-CAM, batch 1; 0 skips it [%(default)s]")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda [%(default)s]")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from camvideo import Explainer
+
+    say("loading the model and decoding frames ...")
+    ex = Explainer(device=args.device)
+    sync = torch.cuda.synchronize if ex.device.type == "cuda" else (lambda: None)
+    images = load_frames(args.video, 2 * FRAMES_PER_REP)
+    x_all = ex.preprocess(images)  # (16, 3, h, w): preprocessing stays out of the timings
+    h, w = x_all.shape[-2:]
+    batch_sizes = [int(b) for b in args.batches.split(",")]
+
+    rows, verdicts = [], []
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for method in methods:
+        ex.set_method(method)
+        for bs in batch_sizes:
+            say(f"{method}, batch {bs} ...")
+            batches = [x_all[i : i + bs].contiguous(memory_format=torch.channels_last) for i in range(0, FRAMES_PER_REP, bs)]
+            r = run_method(ex, batches, args.repeat, sync)
+            target = TARGETS.get(method)
+            verdict = ""
+            if target is not None:
+                verdict = f"{'PASS' if r['ratio'] <= target else 'FAIL'} (<= {target}x)"
+                verdicts.append((method, bs, r["ratio"], target))
+            rows.append([method, bs, fmt(r["fwd_fps"]), fmt(r["map_fps"]), f"{r['ratio']:.2f}x",
+                         f"{r['spread'][0]:.2f}-{r['spread'][1]:.2f}", verdict or "-"])  # fmt: skip
+
+    if args.scorecam_frames > 0:
+        say(f"scorecam, batch 1, {args.scorecam_frames} frame(s) (1280 masked forwards each) ...")
+        ex.set_method("scorecam")
+
+        single = [x_all[i : i + 1].contiguous(memory_format=torch.channels_last) for i in range(args.scorecam_frames)]
+        with torch.inference_mode():  # warm-up of the forward; one Score-CAM call is warm-up enough
+            for x in single:
+                ex.model(x)
+        fwd_times, map_times = [], []
+        for x in single:
+            for _ in range(3):  # forward-only beside it: before ...
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    ex.model(x)
+                sync()
+                fwd_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            ex.explain(x)
+            sync()
+            map_times.append(time.perf_counter() - start)
+            for _ in range(3):  # ... and after
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    ex.model(x)
+                sync()
+                fwd_times.append(time.perf_counter() - start)
+        t_fwd, t_map = median(fwd_times), median(map_times)
+        rows.append(["scorecam", 1, fmt(1 / t_fwd), fmt(1 / t_map, 3), f"{t_map / t_fwd:.0f}x", "-",
+                     f"- ({args.scorecam_frames} frame, 1 run)"])  # fmt: skip
+    ex.close()
+
+    print(f"### Engine: forward only vs forward + map ({args.video.name}, {images.shape[2]}x{images.shape[1]} -> model input {h}x{w})")
+    print()
+    for line in machine_facts():
+        print(line)
+    print(f"- model: {ex.spec.name}, target layer `{ex.target_layer}`, {ex.device.type}, fp32; "
+          f"{args.repeat} interleaved repetitions of {FRAMES_PER_REP} frames per row")  # fmt: skip
+    print()
+    print(markdown_table(
+        ["method", "batch", "forward only (frames/s)", "forward + map (frames/s)", "ratio (map / fwd time)",
+         "ratio min-max", "target"],
+        rows,
+    ))  # fmt: skip
+    print()
+    if args.scorecam_frames > 0:
+        print("Score-CAM: K = 1280 masked forwards per frame (one per channel of the target layer, 64 per "
+              f"forward call), so it ran on {args.scorecam_frames} frame(s) at batch 1 only, once; its forward-only "
+              "figure is the median of 6 forwards of the same frame around it.")  # fmt: skip
+        print()
+    failed = [v for v in verdicts if v[2] > v[3]]
+    summary = "all PASS" if not failed else "FAIL: " + ", ".join(f"{m} batch {b} {r:.2f}x > {t}x" for m, b, r, t in failed)
+    print(f"Targets (forward + map time / forward time): cam <= 1.05x, gradcam <= 2.5x -> {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
