@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CamvideoError
+from .transfer import FrameDownloader
 
 # OpenCV's own colormaps, so that "jet" is exactly COLORMAP_JET (tested against cv2).
 COLORMAPS = {
@@ -128,6 +129,12 @@ class Renderer:
         self.class_names = list(class_names) if class_names is not None else None
         self.backend = backend  # auto: OpenCV for CPU tensors, torch on other devices
         self._lut: dict[torch.device, torch.Tensor] = {}
+        self._downloaders: dict[torch.device, FrameDownloader] = {}
+
+    def _downloader(self, device: torch.device) -> FrameDownloader:
+        if device not in self._downloaders:
+            self._downloaders[device] = FrameDownloader(device)
+        return self._downloaders[device]
 
     def lut(self, device: torch.device) -> torch.Tensor:
         if device not in self._lut:
@@ -160,7 +167,13 @@ class Renderer:
             blended = (self.alpha * self.heat(index).float() + (1.0 - self.alpha) * frames.float()).round_().to(torch.uint8)
         if self.side_by_side:
             blended = torch.cat([frames, blended], dim=2)
-        return blended.cpu().numpy(), index.cpu().numpy()  # the device -> host copies
+        # One device -> host copy per frame: the colormap index (for the box rule) rides
+        # along as a fourth channel of the overlay panel.
+        packed = torch.empty((*blended.shape[:3], 4), dtype=torch.uint8, device=blended.device)
+        packed[..., :3] = blended
+        packed[:, :, blended.shape[2] - width :, 3] = index
+        host = self._downloader(packed.device).download(packed)
+        return np.ascontiguousarray(host[..., :3]), host[:, :, blended.shape[2] - width :, 3]
 
     def _overlay_opencv(self, frames: np.ndarray, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n, height, width, _ = frames.shape

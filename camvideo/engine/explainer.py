@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ModelError
 from ..models import DEFAULT_MODEL, ModelSpec, load_model
+from ..transfer import FrameUploader
 from .layers import LayerReport, inspect_model
 from .methods import METHODS, CAMMethod, make_method
 
@@ -72,7 +73,8 @@ class Explainer:
     classifier) or your own ``nn.Module`` with ``class_names``. ``layer`` is a dotted
     module name or None (found by one dry run: the last module with a spatial output).
     The model is put in ``eval()`` mode and moved to ``device``; ``precision`` (fp32,
-    fp16, bf16) is the model's dtype; maps are always float32.
+    fp16, bf16) is the model's dtype; maps are always float32. ``compile=True`` runs the
+    forward passes through ``torch.compile`` (static shapes: one compilation per input size).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Explainer:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         scorecam_chunk: int = 64,
+        compile: bool = False,
     ) -> None:
         if precision not in _PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}; one of: {', '.join(_PRECISIONS)}")
@@ -119,7 +122,10 @@ class Explainer:
         self._scale = (1.0 / (255.0 * torch.tensor(self.spec.std))).view(1, 3, 1, 1).to(self.device)
         self._shift = (torch.tensor(self.spec.mean) / torch.tensor(self.spec.std)).view(1, 3, 1, 1).to(self.device)
         self._scorecam_chunk = scorecam_chunk
-        self._method: CAMMethod | None = make_method(method, self.model, self.report, chunk=scorecam_chunk)
+        self._uploader = FrameUploader(self.device)
+        # torch.compile wraps the model for the forward passes; hooks stay on the module itself
+        self._runner = torch.compile(self.model, dynamic=False) if compile else self.model
+        self._method: CAMMethod | None = make_method(method, self.model, self.report, self._runner, chunk=scorecam_chunk)
 
     # -- properties users and tools rely on ------------------------------------------------
     @property
@@ -137,7 +143,7 @@ class Explainer:
     def set_method(self, method: str) -> None:
         """Switch the CAM method. If the new one cannot be used (``cam`` without a GAP head),
         the error is raised and the current method stays."""
-        new = make_method(method, self.model, self.report, chunk=self._scorecam_chunk)
+        new = make_method(method, self.model, self.report, self._runner, chunk=self._scorecam_chunk)
         self.close()
         self._method = new
 
@@ -176,7 +182,11 @@ class Explainer:
 
     def to_device(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 RGB frames (N, H, W, 3) or one (H, W, 3) as a uint8 tensor on the device."""
-        t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        if isinstance(frames, np.ndarray):
+            if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[-1] != 3:
+                raise ValueError(f"frames must be uint8 RGB of shape (N, H, W, 3); got {frames.shape} {frames.dtype}")
+            return self._uploader.upload(frames if frames.ndim == 4 else frames[None])
+        t = frames
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"frames must be a numpy array or a torch tensor, not {type(frames).__name__}")
         if t.dim() == 3:

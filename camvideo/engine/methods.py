@@ -35,9 +35,11 @@ class CAMMethod:
     name: ClassVar[str]
     uses_gradients: ClassVar[bool] = False
 
-    def __init__(self, model: nn.Module, report: LayerReport) -> None:
+    def __init__(self, model: nn.Module, report: LayerReport, runner: Callable[..., object] | None = None) -> None:
         self.model = model
         self.report = report
+        # what the forward passes call: the model itself, or a torch.compile'd wrapper of it
+        self.runner = runner if runner is not None else model
         self._activation: torch.Tensor | None = None
         self._capture = False  # only during our own forward: the model stays usable (and trainable) otherwise
         self._handle = resolve_module(model, report.target).register_forward_hook(self._hook)
@@ -83,7 +85,7 @@ class CAMMethod:
         """The model's logits, with the target layer's activation captured."""
         self._capture = True
         try:
-            return _logits(self.model(x))
+            return _logits(self.runner(x))
         finally:
             self._capture = False
 
@@ -109,13 +111,13 @@ class CAM(CAMMethod):
 
     name = "cam"
 
-    def __init__(self, model: nn.Module, report: LayerReport) -> None:
+    def __init__(self, model: nn.Module, report: LayerReport, runner: Callable[..., object] | None = None) -> None:
         if report.cam_linear is None:
             raise ModelError(
                 f"method 'cam' needs global average pooling then one linear layer after {report.target!r}, "
                 f"and {type(model).__name__} has none there; use method 'gradcam' (its generalisation)"
             )
-        super().__init__(model, report)
+        super().__init__(model, report, runner)
         self.weight = resolve_module(model, report.cam_linear).weight
 
     def compute(self, A, logits, classes, x):
@@ -205,8 +207,8 @@ class ScoreCAM(CAMMethod):
 
     name = "scorecam"
 
-    def __init__(self, model: nn.Module, report: LayerReport, chunk: int = 64) -> None:
-        super().__init__(model, report)
+    def __init__(self, model: nn.Module, report: LayerReport, runner: Callable[..., object] | None = None, chunk: int = 64) -> None:
+        super().__init__(model, report, runner)
         self.chunk = max(1, int(chunk))
 
     def compute(self, A, logits, classes, x):
@@ -219,7 +221,7 @@ class ScoreCAM(CAMMethod):
         for i in range(n):  # the hook is idle here: masked forwards capture nothing
             for start in range(0, k, self.chunk):
                 m = masks[i, start : start + self.chunk, None].to(x.dtype)  # (c, 1, H, W)
-                probs = torch.softmax(_logits(self.model(x[i : i + 1] * m)).float(), dim=1)
+                probs = torch.softmax(_logits(self.runner(x[i : i + 1] * m)).float(), dim=1)
                 weights[i, :, start : start + m.shape[0]] = probs[:, classes[i]].T
         return F.relu(torch.einsum("ntk,nkhw->nthw", weights, A))
 
@@ -253,15 +255,17 @@ METHODS: dict[str, type[CAMMethod]] = {
 }
 
 
-def make_method(name: str, model: nn.Module, report: LayerReport, **options: object) -> CAMMethod:
+def make_method(
+    name: str, model: nn.Module, report: LayerReport, runner: Callable[..., object] | None = None, **options: object
+) -> CAMMethod:
     """Instantiate a method by name (``cam``, ``gradcam``, ``hirescam``, ``gradcam++``, ...)."""
     key = name.strip().lower().replace("_", "").replace("-", "").replace("gradcampp", "gradcam++").replace("plusplus", "++")
     cls = METHODS.get(key)
     if cls is None:
         raise ModelError(f"unknown method {name!r}; one of: {', '.join(METHODS)}")
     if cls is ScoreCAM:
-        return ScoreCAM(model, report, chunk=int(options.get("chunk", 64)))
-    return cls(model, report)
+        return ScoreCAM(model, report, runner, chunk=int(options.get("chunk", 64)))
+    return cls(model, report, runner)
 
 
 def _logits(output: object) -> torch.Tensor:
