@@ -73,9 +73,11 @@ def annotate_video(
 ) -> AnnotateReport:
     """Annotate one video. Raises CamvideoError for bad input/output; on failure no output
     file is left behind; on Ctrl-C the outputs keep the frames done so far."""
-    for path in (output, jsonl, maps):
-        if path is not None:
-            check_output(input_path, path, settings.overwrite)
+    outputs = [path for path in (output, jsonl, maps) if path is not None]
+    for path in outputs:
+        check_output(input_path, path, settings.overwrite)
+    if len({path.resolve() for path in outputs}) < len(outputs):
+        raise OutputError(f"{output}: the video, --jsonl and --maps outputs must be different files")
     with FileSource(input_path) as source:
         if on_start is not None:
             on_start(source)
@@ -113,8 +115,17 @@ def annotate_video(
             if stats.interrupted:
                 raise KeyboardInterrupt
             raise OutputError(f"{input_path}: no frame could be annotated; nothing written")
-        for writer in writers:
-            writer.close()
+        saved: list[Path] = []
+        try:
+            for writer in writers:
+                saved.append(writer.close())
+        except BaseException:
+            # All or nothing: a video whose records could not be saved is removed too.
+            for writer in writers:
+                writer.abort()
+            for path in saved:
+                path.unlink(missing_ok=True)
+            raise
         return AnnotateReport(input_path, output, stats, source.frames_lost, stats.interrupted)
 
 

@@ -10,11 +10,13 @@ import argparse
 import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .errors import CamvideoError, InputError, OutputError
+from .errors import CamvideoError, OutputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 METHOD_NAMES = ("cam", "gradcam", "hirescam", "gradcam++", "layercam", "scorecam", "eigencam")
@@ -94,7 +96,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Seconds :func:`main` waits, before it returns, for the stage threads of its run that are
+#: still finishing a call: after Ctrl-C or an error, a pipeline stops waiting for its stages
+#: after a grace period, and a model batch can take longer than that on a busy CPU. A thread
+#: still inside torch when the interpreter shuts down aborts the process ("terminate called
+#: without an active exception", exit 134) instead of exiting with the code we chose.
+STAGE_EXIT_WAIT = 30.0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    before = set(threading.enumerate())
+    try:
+        return _main(argv)
+    finally:
+        _join_new_threads(before, STAGE_EXIT_WAIT)
+
+
+def _join_new_threads(before: set[threading.Thread], timeout: float) -> None:
+    """Wait (at most ``timeout`` s, a second Ctrl-C ends it) for threads started since ``before``.
+
+    A thread stuck for good (a hung device read) is left behind after the wait: it is a
+    daemon and cannot keep the process alive.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        for thread in threading.enumerate():
+            if thread not in before and thread.daemon and thread.name.startswith("camvideo-"):
+                thread.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="camvideo: warning: %(message)s")
@@ -119,9 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # a bug: one line unless debugging
         if os.environ.get("CAMVIDEO_DEBUG"):
             raise
-        print(f"camvideo: internal error: {type(err).__name__}: {err} (set CAMVIDEO_DEBUG=1 for details)", file=sys.stderr)
+        print(f"camvideo: {_internal(err)}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _internal(err: BaseException) -> str:
+    """A bug, on one line."""
+    text = " ".join(str(err).split())
+    return f"internal error: {type(err).__name__}: {text} (set CAMVIDEO_DEBUG=1 for details)"
 
 
 def _models() -> int:
@@ -151,7 +190,18 @@ def plan_outputs(inputs: list[Path], output: str | None, suffix: str, default_di
         if dst in seen:
             raise OutputError(f"{seen[dst]} and {src} would both write {dst}; annotate them separately")
         seen[dst] = src
+    _check_not_inputs(inputs, paths)
     return paths
+
+
+def _check_not_inputs(inputs: list[Path], outputs: list[Path]) -> None:
+    """Refuse a plan that would write over one of the run's inputs (``a.cam.mp4`` in a
+    folder run to the same folder, say), before anything is read or written."""
+    sources = {p.resolve(): p for p in inputs}
+    for dst in outputs:
+        src = sources.get(dst.resolve())
+        if src is not None:
+            raise OutputError(f"{dst}: would write over the input {src}; choose another -o folder")
 
 
 def _annotate(args: argparse.Namespace) -> int:
@@ -184,11 +234,14 @@ def _annotate(args: argparse.Namespace) -> int:
             report = annotate_video(source_path, out, explainer, renderer, settings, jsonl=jsonl, maps=npz,
                                     on_frame=lambda _: bar.update(1) if bar is not None else None,
                                     on_start=start)  # fmt: skip
-        except (InputError, OutputError) as err:
-            if len(inputs) == 1:
+        except Exception as err:
+            # One video's failure (a bad file, a stall, even a bug) must not cost the others
+            # of a folder run: say which and go on. A single video fails as main() says.
+            if len(inputs) == 1 or (not isinstance(err, CamvideoError) and os.environ.get("CAMVIDEO_DEBUG")):
                 raise
-            failures.append(str(err))
-            print(f"camvideo: error: {err}", file=sys.stderr)
+            message = str(err) if isinstance(err, CamvideoError) else f"{source_path}: {_internal(err)}"
+            failures.append(message)
+            print(f"camvideo: error: {message}", file=sys.stderr)
             continue
         except KeyboardInterrupt:
             print(f"camvideo: interrupted; {out} not written", file=sys.stderr)
@@ -196,9 +249,6 @@ def _annotate(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        if report.frames_lost:
-            print(f"camvideo: warning: {source_path}: {report.frames_lost} frames could not be decoded and were skipped",
-                  file=sys.stderr)  # fmt: skip
         if report.interrupted:
             print(f"camvideo: interrupted; {out} keeps the {report.stats.frames_written} frames done", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -285,7 +285,10 @@ class CameraSource(_Reconnecting):
     def _open_opencv(self) -> np.ndarray | None:
         import cv2
 
-        cv2.setLogLevel(2)  # errors only: probing a missing camera prints pages of warnings
+        try:  # errors only: probing a missing camera prints pages of warnings
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        except AttributeError:
+            pass
         api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
         capture = cv2.VideoCapture(self.device, api)
         self._capture = capture
@@ -382,8 +385,13 @@ class CameraSource(_Reconnecting):
 
 
 def _stream_options(url: str) -> dict[str, str]:
-    """FFmpeg input options for low latency: no input buffering, a short probe."""
-    options = {"fflags": "nobuffer", "flags": "low_delay", "probesize": "1000000", "analyzeduration": "1000000"}
+    """FFmpeg input options for low latency: a short probe, low-delay decoding.
+
+    Not ``fflags=nobuffer``: it throws away the packets read while probing, and with them
+    the first keyframe, so a stream with long GOPs would show nothing for seconds. The
+    probed packets are read first and at once, and the latest-frame policy drops them.
+    """
+    options = {"flags": "low_delay", "probesize": "1000000", "analyzeduration": "1000000"}
     scheme = url.split(":", 1)[0].lower()
     if scheme in ("rtsp", "rtsps"):
         options["rtsp_transport"] = "tcp"  # no smeared frames from lost UDP packets
@@ -424,6 +432,7 @@ class StreamSource(_Reconnecting):
         self._pending: np.ndarray | None = None
         self.audio_stream: av.AudioStream | None = None
         self.on_audio = None  # callable(packet, captured) while recording
+        self.connections = 0  # connections made so far (a reconnect makes a new one)
         self._reopen()
         assert self._pending is not None
         height, width = self._pending.shape[:2]
@@ -440,6 +449,7 @@ class StreamSource(_Reconnecting):
             except (av.FFmpegError, OSError) as err:
                 raise InputError(f"{self.url}: cannot open the stream ({' '.join(str(err).split())})") from None
             self._container = container
+            self.connections += 1
             if not container.streams.video:
                 self._close_container()
                 raise InputError(f"{self.url}: the stream has no video")
@@ -455,8 +465,8 @@ class StreamSource(_Reconnecting):
             self._packets = container.demux(wanted)
             self._pending = None
             try:
-                for image, _ in self._decode_some():
-                    self._pending = image
+                for image, _, extra in self._decode_some():
+                    self._pending, self._pending_extra = image, extra
                     break
             except _Lost as err:
                 self._close_container()
@@ -465,7 +475,7 @@ class StreamSource(_Reconnecting):
                 self._close_container()
                 raise InputError(f"{self.url}: the stream ended before its first frame")
 
-    def _decode_some(self) -> Iterator[tuple[np.ndarray, float]]:
+    def _decode_some(self) -> Iterator[tuple[np.ndarray, float, dict]]:
         """Decoded frames of the open stream; audio packets go to ``on_audio``. Lock held."""
         try:
             for packet in self._packets:
@@ -481,7 +491,8 @@ class StreamSource(_Reconnecting):
                 except av.FFmpegError:
                     continue  # a damaged packet (lost UDP data): the decoder resyncs
                 for frame in frames:
-                    yield frame.to_ndarray(format="rgb24"), time.monotonic()
+                    extra = {"stream_time": float(frame.time)} if frame.time is not None else {}
+                    yield frame.to_ndarray(format="rgb24"), time.monotonic(), extra
         except (av.FFmpegError, OSError) as err:
             raise _Lost(" ".join(str(err).split())) from None
         raise _Lost("the stream ended")
@@ -489,7 +500,7 @@ class StreamSource(_Reconnecting):
     def _read(self) -> Iterator[_Raw]:
         if self._pending is not None:
             image, self._pending = self._pending, None
-            yield image, time.monotonic(), {}
+            yield image, time.monotonic(), self._pending_extra
         decoded = self._decode_some()
         while not self.closed:
             with self._lock:
@@ -498,7 +509,7 @@ class StreamSource(_Reconnecting):
                 item = next(decoded, None)
             if item is None:
                 return
-            yield item[0], item[1], {}
+            yield item
 
     def _close_container(self) -> None:
         container, self._container = self._container, None
@@ -541,6 +552,10 @@ class PacedFileSource(LiveSource):
         self.loop = loop
         self.speed = speed
         self.loops = 0
+        self.base: float | None = None  # file time of the first frame (time 0 of the live clock)
+        #: seconds of live time one pass of the file takes (known once it has been played
+        #: through; until then, an estimate from the container)
+        self.period: float | None = None
         self._file = FileSource(self.path)
         src = self._file.info
         self.info = VideoInfo(width=src.width, height=src.height, fps=src.fps, time_base=LIVE_TIME_BASE,
@@ -548,15 +563,19 @@ class PacedFileSource(LiveSource):
                               rotation=src.rotation, has_audio=src.has_audio, codec=src.codec, name=src.name)  # fmt: skip
         self.status = "playing"
 
+    @property
+    def file_info(self) -> VideoInfo:
+        """The file's own :class:`VideoInfo` (its time base, frame count, duration)."""
+        return self._file.info
+
     def _produce(self) -> Iterator[tuple[np.ndarray, float, float, dict]]:
         interval = 1.0 / self.info.fps
         start = time.monotonic()
         offset = 0.0  # seconds of video before this pass (loops)
-        base: float | None = None  # time of the file's first frame
         while True:
             position = 0.0
             for frame in self._file:
-                base = frame.time if base is None else base
+                base = self.base = frame.time if self.base is None else self.base
                 position = frame.time - base
                 seconds = offset + position
                 due = start + seconds / self.speed + self.gate.paused_total()
@@ -567,10 +586,11 @@ class PacedFileSource(LiveSource):
                     return
                 extra = {"source_time": frame.time, "loop": self.loops}
                 yield frame.image, time.monotonic(), seconds, extra
-            if not self.loop or self.closed or base is None:
+            if not self.loop or self.closed or self.base is None:
                 self.status = "ended"
                 return
-            offset += position + interval
+            self.period = self.period or position + interval
+            offset += self.period
             self.loops += 1
 
     def _release(self) -> None:

@@ -21,6 +21,7 @@ other threads meet at, so that no other module creates a thread or a queue:
   (the model in live mode, while another thread keeps rendering);
 * :class:`DropWorker`: a thread fed through a bounded queue that drops rather than
   blocks when full (recording must never stall the display);
+* :class:`Mailbox`: a FIFO whose sender never blocks (audio packets for a recording);
 * :class:`Task`: a function in a named daemon thread, its result or error kept.
 
 The first failure in any stage stops every stage and is re-raised in the thread that
@@ -669,3 +670,36 @@ class DropWorker(Generic[T]):
     @property
     def thread(self) -> threading.Thread:
         return self._thread
+
+
+class Mailbox(Generic[T]):
+    """A FIFO between two threads that never blocks the sender: when ``size`` items are
+    waiting, the oldest is dropped (counted). :meth:`get` waits up to a timeout;
+    after :meth:`close` it returns what is left, then None."""
+
+    def __init__(self, size: int) -> None:
+        self._items: collections.deque = collections.deque()
+        self._size = max(1, size)
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            if len(self._items) >= self._size:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> T | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._closed, timeout)
+            return self._items.popleft() if self._items else None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

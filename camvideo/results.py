@@ -16,6 +16,7 @@ import numpy as np
 
 from .annotator import FrameResult
 from .errors import OutputError
+from .sinks import _reason
 
 
 def _current_umask() -> int:
@@ -59,6 +60,12 @@ def frame_record(result: FrameResult, class_names: Sequence[str]) -> dict:
     return record
 
 
+def _failed(writer: "JsonlWriter | MapsWriter", what: str, err: OSError) -> None:
+    """Abort ``writer`` (its temporary file removed) and raise the one-line OutputError."""
+    writer.abort()
+    raise OutputError(f"{writer.path}: {what} ({_reason(err)}); nothing was saved") from err
+
+
 class JsonlWriter:
     """One JSON record per frame, in frame order."""
 
@@ -70,19 +77,28 @@ class JsonlWriter:
 
     def write(self, result: FrameResult) -> None:
         assert self._file is not None
-        self._file.write(json.dumps(frame_record(result, self.class_names)) + "\n")
+        try:
+            self._file.write(json.dumps(frame_record(result, self.class_names)) + "\n")
+        except OSError as err:  # disk full, quota, I/O error: one line, nothing left behind
+            _failed(self, "cannot write", err)
 
     def close(self) -> Path:
         if self._file is not None:
-            self._file.close()
-            self._file = None
-            os.replace(self._temp, self.path)
+            try:
+                self._file.close()
+                self._file = None
+                os.replace(self._temp, self.path)
+            except OSError as err:
+                _failed(self, "cannot finish", err)
         return self.path
 
     def abort(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()  # flushes: may fail again on a full disk
+            except OSError:
+                pass
         self._temp.unlink(missing_ok=True)
 
 
@@ -114,7 +130,10 @@ class MapsWriter:
             self._shape = maps.shape
         elif maps.shape != self._shape:
             raise ValueError(f"map shape changed mid-video: {self._shape} -> {maps.shape}")
-        self._spool.write(maps.tobytes())
+        try:
+            self._spool.write(maps.tobytes())
+        except OSError as err:
+            _failed(self, "cannot write", err)
         self._classes.append(result.classes)
         self._scores.append(result.scores)
         self._frames.append(result.frame.index)
@@ -122,8 +141,11 @@ class MapsWriter:
 
     def close(self) -> Path:
         assert self._spool is not None
-        self._spool.close()
-        self._spool = None
+        spool, self._spool = self._spool, None
+        try:
+            spool.close()
+        except OSError as err:
+            _failed(self, "cannot finish", err)
         n = len(self._frames)
         shape = (n, *(self._shape or (0, 0, 0)))
         maps = np.memmap(self._spool_path, np.float16, "r", shape=shape) if n else np.zeros(shape, np.float16)
@@ -137,6 +159,8 @@ class MapsWriter:
                 np.savez(handle, maps=maps, classes=classes, scores=scores,
                          frames=np.asarray(self._frames, dtype=np.int64), pts=np.asarray(self._pts, dtype=np.float64))  # fmt: skip
             os.replace(temp, self.path)
+        except OSError as err:
+            _failed(self, "cannot finish", err)
         finally:
             del maps
             temp.unlink(missing_ok=True)
@@ -145,6 +169,9 @@ class MapsWriter:
 
     def abort(self) -> None:
         if self._spool is not None:
-            self._spool.close()
-            self._spool = None
+            spool, self._spool = self._spool, None
+            try:
+                spool.close()
+            except OSError:
+                pass
         self._spool_path.unlink(missing_ok=True)

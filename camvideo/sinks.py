@@ -138,6 +138,14 @@ class Mp4Sink:
             self._open_audio(Path(audio_from))
         options = {"movflags": "+faststart", "movie_timescale": str(self._movie_timescale())}
         try:
+            # FFmpeg creates the file only when the first packet comes out of the encoder:
+            # make it now, so a folder we cannot write in (a read-only mount, /proc, ACLs
+            # that os.access does not see) fails here, before any frame is decoded.
+            os.close(os.open(self._temp, os.O_WRONLY | os.O_CREAT, 0o666))
+        except OSError as err:
+            self.abort()
+            raise OutputError(f"{self.path}: cannot create a file in {folder} ({_reason(err)})") from err
+        try:
             self._out = av.open(str(self._temp), mode="w", format="mp4", container_options=options)
         except (av.FFmpegError, OSError) as err:
             self.abort()

@@ -13,6 +13,7 @@ variable-frame-rate video keeps its timing exactly.
 from __future__ import annotations
 
 import logging
+import stat
 import struct
 import threading
 import time
@@ -81,6 +82,9 @@ def find_videos(inputs: Sequence[str | PathLike]) -> list[Path]:
                 raise InputError(f"{path}: folder holds no video file (looked for {exts} ...)")
         elif path.exists():
             videos = [path]
+        elif "://" in str(item):
+            # Never opened here: a URL is only read when given to `camvideo live` as its source.
+            raise InputError(f"{item}: not a file; annotate reads video files (open streams with `camvideo live URL`)")
         else:
             raise InputError(f"{path}: no such file or folder")
         for video in videos:
@@ -186,6 +190,9 @@ class FileSource:
     (0/90/180/270, counted like the classic ``rotate`` tag; a mirror is applied but not
     reported). ``info.width``/``height`` are the upright size.
 
+    Every frame has the size of the first: a stream that changes resolution midway (a
+    recording across a broadcast switch) is scaled back to it, with a warning.
+
     Damaged packets in the middle of the file are skipped and counted in
     :attr:`frames_lost`; a truncated file yields what decodes, then stops (the missing
     remainder is added to :attr:`frames_lost` when the container said how many frames
@@ -235,9 +242,14 @@ class FileSource:
         if self.path.is_dir():
             raise InputError(f"{self.path}: is a folder, not a video file")
         try:
-            size = self.path.stat().st_size
+            info = self.path.stat()
         except OSError as err:
             raise InputError(f"{self.path}: cannot be read ({_one_line(err)})") from err
+        if not stat.S_ISREG(info.st_mode):
+            # A pipe or a device: FFmpeg would wait on it forever (a FIFO with no writer)
+            # or read it endlessly (/dev/zero), and the audio could not be read twice.
+            raise InputError(f"{self.path}: not a regular file (a pipe, socket or device); give a video file")
+        size = info.st_size
         if size == 0:
             raise InputError(f"{self.path}: file is empty (0 bytes)")
 
@@ -277,6 +289,8 @@ class FileSource:
         self._orientation, rotation = _orientation(first)
 
         width, height = first.width, first.height
+        self._stored_size = (width, height)  # every frame comes out this size (before turning)
+        self._resized_warned = False
         if self._orientation[0] % 2:  # a quarter turn swaps width and height
             width, height = height, width
         time_base = stream.time_base or Fraction(1, 90000)
@@ -368,6 +382,14 @@ class FileSource:
         kwargs = {"src_colorspace": _yuv_matrix(frame)}
         if frame.color_range:  # full-range ("JPEG") YUV must not be stretched again
             kwargs["src_color_range"] = frame.color_range
+        if (frame.width, frame.height) != self._stored_size:
+            # The stream changed resolution (a TS recording across a switch, a damaged
+            # header): one video has one size, so scale to the first frame's.
+            kwargs["width"], kwargs["height"] = self._stored_size
+            if not self._resized_warned:
+                self._resized_warned = True
+                log.warning("%s: the video changes size from %dx%d to %dx%d at frame %d; scaled to %dx%d",
+                            self.path, *self._stored_size, frame.width, frame.height, index, *self._stored_size)  # fmt: skip
         image = _apply(frame.to_ndarray(format="rgb24", **kwargs), self._orientation)
         if frame.pts is not None:
             pts, seconds = int(frame.pts), float(frame.time)
@@ -389,40 +411,64 @@ class FileSource:
     def _frames(self, generation: int) -> Iterator[Frame]:
         index = 0
         more = True
-        while more:
-            with self._lock:
-                # Checked once per packet: close() from another thread, or a newer
-                # iterator that rewound the container, ends this one.
-                if self._closed or generation != self._generation:
-                    return
-                more = bool(self._pending) or self._decode_next()
-                batch = list(self._pending)
-                self._pending.clear()
-            # Converting to RGB needs only the frame, so it runs without the lock.
-            for av_frame in batch:
-                if self._closed:
-                    return
-                yield self._to_frame(av_frame, index)
-                index += 1
-        if (self._truncated or self._cut_short) and self.info.frame_count:
-            # The container promised more frames than arrived: those are lost too.
+        try:
+            while more:
+                with self._lock:
+                    # Checked once per packet: close() from another thread, or a newer
+                    # iterator that rewound the container, ends this one.
+                    if self._closed or generation != self._generation:
+                        return
+                    more = bool(self._pending) or self._decode_next()
+                    batch = list(self._pending)
+                    self._pending.clear()
+                # Converting to RGB needs only the frame, so it runs without the lock.
+                for av_frame in batch:
+                    if self._closed:
+                        return
+                    yield self._to_frame(av_frame, index)
+                    index += 1
+        finally:
+            if self._closed and self._container is not None:
+                # close() came while this thread was inside a demux/decode call and
+                # did not wait for it: the file is released here instead.
+                with self._lock:
+                    self._release()
+        if (self._truncated or self._cut_short or self.frames_lost) and self.info.frame_count:
+            # A damaged or cut file whose container promised more frames than arrived:
+            # those are lost too (frames that needed a lost keyframe decode to nothing,
+            # without an error of their own).
             self.frames_lost = max(self.frames_lost, self.info.frame_count - index)
         if self.frames_lost:
             log.warning("%s: %d frame(s) could not be decoded and were skipped", self.path, self.frames_lost)
 
     # -- closing --------------------------------------------------------------------
 
+    #: Seconds :meth:`close` waits for a demux/decode call running in another thread.
+    CLOSE_WAIT = 0.5
+
     def close(self) -> None:
-        """Release the file. Idempotent, safe from any thread; running iterators stop."""
+        """Release the file. Idempotent, safe from any thread; running iterators stop.
+
+        A demux/decode call in progress in another thread (a stalled network drive) is
+        waited for at most :attr:`CLOSE_WAIT` seconds, so stopping never hangs on it;
+        that thread then releases the file itself when its call returns.
+        """
         self._closed = True
-        with self._lock:
-            self._pending.clear()
-            if self._container is not None:
-                try:
-                    self._container.close()
-                except (av.FFmpegError, OSError):
-                    pass
-                self._container = None
+        if self._lock.acquire(timeout=self.CLOSE_WAIT):
+            try:
+                self._release()
+            finally:
+                self._lock.release()
+
+    def _release(self) -> None:
+        """Close the container (caller holds ``_lock``)."""
+        self._pending.clear()
+        if self._container is not None:
+            try:
+                self._container.close()
+            except (av.FFmpegError, OSError):
+                pass
+            self._container = None
 
     def __enter__(self) -> FileSource:
         return self

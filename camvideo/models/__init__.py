@@ -9,6 +9,8 @@ class names. ImageNet names ship with torchvision's weight metadata, no download
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -150,7 +152,14 @@ def _torchvision_spec(name: str, weights: str | os.PathLike | None, pretrained: 
         _load_state_dict(net, weights)
     elif pretrained:
         try:
-            state = tv_weights.get_state_dict(progress=False, check_hash=False)
+            # torch.hub loads with weights_only=False unless told: a file planted in the
+            # cache (~/.cache/torch/hub/checkpoints) would run its code.
+            state = tv_weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ModelError(
+                f"refused to load the cached torchvision weights for {name} in {torch.hub.get_dir()}: not a plain "
+                f"tensor state dict ({_load_error(err)}); delete the file, or pass --weights PATH"
+            ) from None
         except Exception as err:  # URLError, socket errors, HTTP errors: all mean "no download"
             raise ModelError(
                 f"cannot download torchvision's weights for {name} ({type(err).__name__}); "
@@ -182,6 +191,22 @@ def _expose_final_activation(name: str, net: nn.Module) -> None:
         net.features.add_module("relu_out", nn.ReLU())
 
 
+def _load_error(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, on one short line.
+
+    Its message is a paragraph with terminal escapes; the line that says what was found
+    (``Unsupported global: GLOBAL builtins.exec ...``) is the one a user needs.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            text = line.split("WeightsUnpickler error:", 1)[1].split(". ")[0]
+            break
+    else:
+        text = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return " ".join(text.split())[:160]
+
+
 def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
     """Load a local state dict safely (``weights_only=True``: no code in pickles)."""
     path = Path(path)
@@ -190,9 +215,8 @@ def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(
-            f"refused to load {path}: not a plain tensor state dict ({first[:160]}); "
+            f"refused to load {path}: not a plain tensor state dict ({_load_error(err)}); "
             "camvideo loads weights with torch.load(weights_only=True) and never runs code from a file"
         ) from None
     for key in ("state_dict", "model_state_dict", "model"):

@@ -1,0 +1,463 @@
+"""A live session: one source, the model, the overlay, a display slot and a recorder.
+
+    source ─▶ latest frame ─▶ render thread ─▶ display slot ─▶ GUI (or any consumer)
+                               │      ▲                   └──▶ recorder (MP4)
+                         every Nth   held model output
+                               ▼      │
+                            model thread (newest frame wins)
+
+With ``every=1`` every frame is explained before it is shown (the display runs at the
+model's rate). With ``every=N>1`` the model runs in its own thread on every Nth frame,
+the newest one when it is busy, and every frame is drawn at once with the last model
+output, smoothing going on per frame: the display keeps the camera's rate on a slow
+CPU and the map follows a few frames behind. The model thread is the only one that
+touches the :class:`~camvideo.engine.Explainer`.
+
+All threads come from :mod:`camvideo.pipeline`; this module only wires them. Settings
+changed in the GUI reach the render thread through a :class:`LatestSlot`, and are
+applied between frames by the thread that owns what they change.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .annotator import FrameAnnotator, FrameResult
+from .engine.explainer import Explainer
+from .errors import CamvideoError, ModelError, OutputError
+from .live import LiveSource, open_live_source
+from .pipeline import LatestSlot, LatestWorker, Pipeline, Task
+from .render import Renderer
+from .smoothing import TemporalSmoother
+from .video import Frame
+
+__all__ = ["LiveOptions", "LiveStats", "LatencyMeter", "LiveSession"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """Everything about a live session that the user picks (CLI flags, GUI controls)."""
+
+    model: str = "efficientnet_lite0"
+    weights: str | None = None
+    layer: str | None = None
+    method: str = "cam"
+    target: str = "top1"
+    device: str = "auto"
+    precision: str = "fp32"
+    alpha: float = 0.5
+    colormap: str = "jet"
+    boxes: bool = True
+    labels: bool = True
+    threshold: float = 0.2
+    smooth: float = 0.25
+    side_by_side: bool = False
+    every: int = 1
+    #: torch CPU threads while the model runs in the background (every > 1): one core
+    #: left for decoding, drawing and the GUI keeps the display on time. 0: leave as is.
+    model_threads: int = 1
+
+    def model_key(self) -> tuple:
+        """What a new Explainer is needed for (anything else changes on the fly)."""
+        return (self.model, self.weights, self.layer, self.device, self.precision)
+
+    @classmethod
+    def from_args(cls, args: object) -> LiveOptions:
+        """From an argparse namespace (``camvideo live``): the fields it has."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        return cls(**values)
+
+
+class LatencyMeter:
+    """Capture-to-display latency percentiles and display rate over a sliding window.
+
+    Fed by the one thread that displays (``record``); read by the same thread.
+    """
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._samples: collections.deque[tuple[float, float]] = collections.deque()  # (shown, latency)
+        self.count = 0
+
+    def record(self, captured: float, shown: float | None = None) -> float:
+        shown = time.monotonic() if shown is None else shown
+        latency = max(0.0, shown - captured)
+        self._samples.append((shown, latency))
+        self.count += 1
+        self._trim(shown)
+        return latency
+
+    def _trim(self, now: float) -> None:
+        while self._samples and self._samples[0][0] < now - self.window:
+            self._samples.popleft()
+
+    def percentile(self, q: float) -> float | None:
+        """Latency (seconds) at percentile ``q`` (0..100) in the window; None when empty."""
+        self._trim(time.monotonic())
+        values = sorted(lat for _, lat in self._samples)
+        if not values:
+            return None
+        rank = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+        return values[rank]
+
+    def fps(self) -> float:
+        """Frames displayed per second over the window."""
+        self._trim(time.monotonic())
+        if len(self._samples) < 2:
+            return 0.0
+        span = self._samples[-1][0] - self._samples[0][0]
+        return (len(self._samples) - 1) / span if span > 0 else 0.0
+
+
+@dataclass
+class LiveStats:
+    """A snapshot for the status bar."""
+
+    state: str
+    status: str  # the source's: live, reconnecting ..., ended
+    frames_read: int
+    frames_shown: int
+    dropped: int  # stale frames never drawn + drawn frames never displayed
+    model_runs: int
+    model_ms: float  # mean time of one model run
+    device: str
+    recording: Path | None
+    recorded: int
+
+
+# The model thread runs jobs: functions of nothing. Everything that touches the
+# Explainer is such a job, so the Explainer is only ever used from that one thread.
+def _run_job(job: Callable[[], object]) -> object:
+    return job()
+
+
+class LiveSession:
+    """Run a live source through the model into :attr:`display` until :meth:`stop`.
+
+    ``source``: a SOURCE spec for :func:`~camvideo.live.open_live_source` (None: first
+    camera, else the sample), or an opened :class:`LiveSource` (the session closes it).
+    ``explainer``: reuse a loaded model (it must match ``options.model_key()``); the
+    session never closes an explainer it was given. ``on_frame`` is the display slot's
+    doorbell (see :class:`~camvideo.pipeline.LatestSlot`). ``after``: a previous session
+    to wait for before touching the shared explainer.
+
+    Everything slow (opening the camera, loading the model) happens in the session's
+    own thread after :meth:`start`; :attr:`state` goes opening → running → ended /
+    failed / stopped, and :attr:`error` holds what failed.
+    """
+
+    def __init__(
+        self,
+        source: str | LiveSource | None,
+        options: LiveOptions = LiveOptions(),
+        *,
+        explainer: Explainer | None = None,
+        on_frame: Callable[[], None] | None = None,
+        loop: bool = True,
+        after: LiveSession | None = None,
+    ) -> None:
+        self.options = options
+        self.display: LatestSlot[FrameResult] = LatestSlot(on_frame)
+        self.state = "opening"
+        self.error: BaseException | None = None
+        self.notice = ""  # a message for the user that is not fatal (a method that cannot be used)
+        self.source: LiveSource | None = source if isinstance(source, LiveSource) else None
+        self.explainer: Explainer | None = explainer
+        self.annotator: FrameAnnotator | None = None
+        self.frames_shown = 0
+        self._spec = source
+        self._loop = loop
+        self._after = after
+        self.owns_explainer = explainer is None  # close it when the session ends
+        self._settings: LatestSlot[LiveOptions] = LatestSlot()
+        self._pipeline: Pipeline | None = None
+        self._worker: LatestWorker | None = None
+        self._recorder = None
+        self._stopping = False
+        self._threads_before: int | None = None  # torch CPU threads before a background model limited them
+        self._task: Task[None] = Task(self._main, "camvideo-live")
+
+    # -- control (GUI thread) -------------------------------------------------------------------
+    def start(self) -> LiveSession:
+        self._task.start()
+        return self
+
+    def configure(self, options: LiveOptions) -> None:
+        """Apply new options from the next frame on (redrawing the frame when paused).
+
+        A different model, weights, layer, device or precision needs a new session.
+        """
+        if options.model_key() != self.options.model_key():
+            raise ValueError("a different model needs a new LiveSession")
+        self.options = options
+        self._settings.put(options)
+        if self.source is not None and self.source.paused:
+            self.source.replay()
+
+    def pause(self) -> None:
+        """Hold the picture. The frame shown is drawn once more, with its own map and any
+        settings changed since it was drawn."""
+        if self.source is not None:
+            self.source.pause()
+            self.source.replay()
+
+    def resume(self) -> None:
+        if self.source is not None:
+            self.source.resume()
+
+    def step(self) -> None:
+        if self.source is not None:
+            if not self.source.paused:
+                self.source.pause()
+            self.source.step()
+
+    @property
+    def paused(self) -> bool:
+        return self.source is not None and self.source.paused
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop every thread of the session and release the source; True when all ended
+        within ``timeout`` seconds. A recording in progress is finished first."""
+        self._stopping = True
+        deadline = time.monotonic() + timeout
+        self.stop_recording()
+        if self._pipeline is not None:
+            self._pipeline.stop()
+        if self.source is not None:
+            self.source.close()
+        if self._worker is not None:
+            self._worker.stop(max(0.0, deadline - time.monotonic()))
+        ended = self._task.join(max(0.0, deadline - time.monotonic()))
+        if self.state in ("opening", "running"):
+            self.state = "stopped"
+        return ended and self.threads_alive() == []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the session to end by itself (a file that does not loop)."""
+        return self._task.join(timeout)
+
+    def threads_alive(self) -> list[str]:
+        threads = [self._task.thread]
+        if self._worker is not None:
+            threads.append(self._worker.thread)
+        if self._pipeline is not None:
+            threads += self._pipeline.threads
+        if self._recorder is not None:
+            threads += self._recorder.threads
+        return [t.name for t in threads if t.is_alive()]
+
+    # -- recording ------------------------------------------------------------------------------
+    def start_recording(self, path: str | Path, crf: int = 23, preset: str = "veryfast") -> Path:
+        """Record the overlay (as displayed) to an MP4 from the next frame on, with the
+        source's audio where it has one. Raises OutputError for a path that cannot be used."""
+        from .record import LiveRecorder
+
+        if self._recorder is not None:
+            raise OutputError(f"already recording to {self._recorder.path}")
+        if self.source is None or self.state != "running":
+            raise OutputError("nothing to record yet: the source is not open")
+        self._recorder = LiveRecorder(Path(path), self.source, crf=crf, preset=preset).start()
+        return self._recorder.path
+
+    def stop_recording(self) -> Path | None:
+        """Finish the recording; its path, or None when there was none or it failed
+        (the reason then is in :attr:`notice`)."""
+        recorder, self._recorder = self._recorder, None
+        if recorder is None:
+            return None
+        try:
+            return recorder.finish()
+        except CamvideoError as err:
+            self.notice = str(err)
+            return None
+
+    @property
+    def recording(self) -> Path | None:
+        return self._recorder.path if self._recorder is not None else None
+
+    # -- the session thread -----------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._open()
+            if self._stopping:
+                return
+            assert self._pipeline is not None
+            self.state = "running"
+            self._pipeline.run()
+            self.state = "ended" if not self._stopping else "stopped"
+        except BaseException as err:  # noqa: BLE001 - reported through state/error
+            if self._stopping:  # a consequence of stop(): the model thread or the source went first
+                self.state = "stopped"
+                log.debug("live session stopped with %r", err)
+            else:
+                self.error, self.state = err, "failed"
+                log.debug("live session failed", exc_info=True)
+        finally:
+            if self.source is not None:
+                self.source.close()
+            if self._worker is not None:
+                self._worker.stop(2.0)
+            self.stop_recording()  # a file that ended: its recording is complete
+            if self.owns_explainer and self.explainer is not None:
+                self.explainer.close()
+
+    def _open(self) -> None:
+        if self._after is not None:
+            self._after.stop(5.0)  # its model thread must be done with the shared explainer
+        if self.source is None:
+            self.source = open_live_source(self._spec, loop=self._loop)  # type: ignore[arg-type]
+        if self._stopping:
+            return
+        options = self.options
+        if self.explainer is None:
+            self.explainer = Explainer(options.model, method=options.method, layer=options.layer, device=options.device,
+                                       weights=options.weights, precision=options.precision)  # fmt: skip
+        elif self.explainer.method != options.method:
+            self.explainer.set_method(options.method)
+        try:
+            self.explainer.selector(target_of(options.target))
+        except ModelError as err:  # a saved class that this model does not have: top-1, and say so
+            self.notice = f"{err}; showing the top-1 class"
+            options = self.options = dataclasses.replace(options, target="top1")
+        self.annotator = FrameAnnotator(self.explainer, self._renderer(options), TemporalSmoother(options.smooth),
+                                        target_of(options.target), every=options.every)  # fmt: skip
+        self._applied = options
+        self._worker = LatestWorker(_run_job, "camvideo-model").start()
+        if options.every > 1:
+            self._worker.call(self._limit_threads)
+        source = self.source
+        self._pipeline = Pipeline(source, self._process, self._publish, batch_size=4, policy="live",
+                                  live_depth=1, close_source=source.close)  # fmt: skip
+
+    def _renderer(self, o: LiveOptions) -> Renderer:
+        assert self.explainer is not None
+        return Renderer(o.colormap, o.alpha, boxes=o.boxes, labels=o.labels, threshold=o.threshold,
+                        side_by_side=o.side_by_side, class_names=self.explainer.class_names)  # fmt: skip
+
+    def _limit_threads(self, background: bool = True) -> None:
+        """Torch CPU threads for the mode: a background model leaves the other core(s) to
+        decode, draw and display; a model in step with the display gets them all back."""
+        assert self.explainer is not None
+        if self.options.model_threads <= 0 or self.explainer.device.type != "cpu":
+            return
+        if background:
+            self._threads_before = self._threads_before or torch.get_num_threads()
+            torch.set_num_threads(min(self._threads_before, self.options.model_threads))
+        elif self._threads_before:
+            torch.set_num_threads(self._threads_before)
+
+    # -- render thread ------------------------------------------------------------------------------
+    def _apply_settings(self) -> None:
+        new = self._settings.take()
+        if new is None or self.annotator is None:
+            return
+        old, ann = self._applied, self.annotator
+        self._applied = new
+        if new.method != old.method:
+            self.notice = self._model_call(partial(_set_method, self.explainer, new.method)) or ""
+        if (new.colormap, new.alpha, new.boxes, new.labels, new.threshold, new.side_by_side) != (
+            old.colormap, old.alpha, old.boxes, old.labels, old.threshold, old.side_by_side
+        ):  # fmt: skip
+            ann.renderer = self._renderer(new)
+        if new.smooth != old.smooth:
+            smoother = TemporalSmoother(new.smooth)
+            ann.smoother = smoother if smoother.enabled else None
+        if new.target != old.target:
+            try:
+                target = target_of(new.target)
+                assert self.explainer is not None
+                self.explainer.selector(target)
+                ann.target = target
+            except ModelError as err:
+                self.notice = str(err)
+        if new.every != old.every:
+            ann.every = new.every
+            self._model_call(partial(self._limit_threads, new.every > 1))
+        if (new.smooth, new.target) != (old.smooth, old.target):
+            ann.reset()  # the held map is for the old target; the smoother's state too
+
+    def _model_call(self, job: Callable[[], object]) -> object:
+        assert self._worker is not None
+        return self._worker.call(job)
+
+    def _process(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        self._apply_settings()
+        ann, worker = self.annotator, self._worker
+        assert ann is not None and worker is not None
+        if ann.every <= 1:
+            return self._model_call(partial(ann, frames))  # type: ignore[return-value]
+        if worker.error is not None:
+            raise worker.error
+        landed = worker.results.take()
+        if landed is not None:
+            ann.adopt(landed)  # type: ignore[arg-type]
+        for frame in frames:
+            if frame.extra.get("replay"):
+                ann.reset()
+            if ann.due(frame):
+                job = partial(ann.explain_frame, frame)
+                if ann.held is None or frame.extra.get("replay") or frame.extra.get("step"):
+                    ann.adopt(self._model_call(job))  # type: ignore[arg-type]  # must be drawn with its own map
+                else:
+                    worker.submit(job)
+        return ann.render_held(frames)
+
+    def _publish(self, result: FrameResult) -> None:
+        self.frames_shown += 1
+        self.display.put(result)
+        recorder = self._recorder
+        if recorder is not None and not result.frame.extra.get("replay"):
+            recorder.put(result)
+
+    # -- status ---------------------------------------------------------------------------------------
+    def stats(self) -> LiveStats:
+        pipeline, worker, source, recorder = self._pipeline, self._worker, self.source, self._recorder
+        runs = worker.runs if worker is not None else 0
+        return LiveStats(
+            state=self.state,
+            status=source.status if source is not None else "opening",
+            frames_read=pipeline.stats.frames_read if pipeline is not None else 0,
+            frames_shown=self.frames_shown,
+            dropped=(pipeline.frames_dropped if pipeline is not None else 0) + self.display.dropped,
+            model_runs=runs,
+            model_ms=1000 * worker.busy / runs if worker is not None and runs else 0.0,
+            device=str(self.explainer.device) if self.explainer is not None else "",
+            recording=recorder.path if recorder is not None else None,
+            recorded=recorder.frames if recorder is not None else 0,
+        )
+
+
+def _set_method(explainer: Explainer | None, method: str) -> str | None:
+    """Switch the CAM method in the model thread; the message when it cannot be used."""
+    assert explainer is not None
+    try:
+        explainer.set_method(method)
+    except ModelError as err:
+        return str(err)
+    return None
+
+
+def target_of(text: str | int | None) -> str | int | None:
+    """A target setting as the explainer takes it: "top1", "top3", an index, a name."""
+    if text is None:
+        return None
+    value = str(text).strip()
+    return int(value) if value.isdigit() else value
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of a non-empty sequence (the benchmark's and tests' helper)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+

@@ -1,0 +1,489 @@
+"""Live mode: sources, the latest-frame policy, latency, every-Nth-frame, recording.
+
+Network streams are served from this machine, on 127.0.0.1 only. Models are tiny
+random networks (an Explainer on any nn.Module), made slow on purpose where the test
+is about falling behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from camvideo.annotator import FrameAnnotator
+from camvideo.errors import InputError, OutputError, SourceLost
+from camvideo.live import (
+    LIVE_TIME_BASE, CameraSource, PacedFileSource, StreamSource, _Reconnecting, describe_spec, open_live_source,
+)  # fmt: skip
+from camvideo.live_session import LatencyMeter, LiveOptions, LiveSession, percentile
+from camvideo.pipeline import DropWorker, Gate, LatestSlot, LatestWorker, Mailbox
+from camvideo.render import Renderer
+from camvideo.smoothing import TemporalSmoother
+from camvideo.sources import FileSource
+from camvideo.video import Frame
+
+from live_helpers import (
+    BUNNY, CATS, HttpFileServer, HttpStreamServer, UdpStreamServer, clip_images, free_port, make_ts_with_audio,
+    tiny_explainer,
+)  # fmt: skip
+
+torch.set_num_threads(1)  # shared machine
+
+
+def make_clip(path: Path, n: int = 12, fps: int = 30, size: tuple[int, int] = (64, 48)) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(n):
+            image = np.full((size[1], size[0], 3), (10 * i) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def session_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("camvideo-") and t.is_alive()]
+
+
+def collect(session: LiveSession, seconds: float) -> tuple[list, LatencyMeter]:
+    """Consume the display slot like a GUI would, for ``seconds`` after the first frame."""
+    results, meter = [], LatencyMeter(window=1e9)
+    first = session.display.wait(60.0)
+    assert first is not None, f"no frame: {session.state} {session.error!r}"
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        result = session.display.wait(0.5)
+        if result is not None:
+            meter.record(result.frame.captured)
+            results.append(result)
+    return results, meter
+
+
+# -- primitives ----------------------------------------------------------------------------------
+
+
+def test_latest_slot_keeps_the_newest_and_rings_once_per_fill() -> None:
+    rings = []
+    slot: LatestSlot[int] = LatestSlot(on_ready=lambda: rings.append(1))
+    for i in range(5):
+        slot.put(i)
+    assert len(rings) == 1 and slot.dropped == 4
+    assert slot.take() == 4 and slot.take() is None
+    slot.put(9)
+    assert len(rings) == 2 and slot.wait(0.01) == 9 and slot.wait(0.01) is None
+
+
+def test_gate_pause_step_replay() -> None:
+    gate = Gate()
+    assert gate.admit(block=False) == Gate.GO
+    gate.pause()
+    assert gate.admit(block=False) == Gate.DROP
+    gate.step()
+    assert gate.admit(block=False) == Gate.GO and gate.admit(block=False) == Gate.DROP
+    gate.replay()
+    assert gate.admit(block=True) == Gate.REPLAY
+    threading.Timer(0.2, gate.resume).start()
+    start = time.monotonic()
+    assert gate.admit(block=True) == Gate.GO and time.monotonic() - start >= 0.15
+    assert gate.paused_total() >= 0.15
+    gate.close()
+    assert gate.admit(block=True) == Gate.CLOSED and not gate.sleep(10)
+
+
+def test_latest_worker_runs_the_newest_job_and_calls_jump_the_queue() -> None:
+    ran = []
+
+    def work(job: int) -> int:
+        time.sleep(0.05)
+        ran.append(job)
+        return job * 10
+
+    worker: LatestWorker[int, int] = LatestWorker(work, "camvideo-test-worker").start()
+    try:
+        for job in range(10):
+            worker.submit(job)
+        assert worker.call(99) == 990
+        deadline = time.monotonic() + 5
+        while 9 not in ran and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ran[-1] == 9 and len(ran) <= 4 and worker.skipped >= 6
+        assert worker.results.take() == 90
+    finally:
+        assert worker.stop(2.0)
+
+
+def test_latest_worker_error_reaches_the_caller() -> None:
+    worker: LatestWorker[int, int] = LatestWorker(lambda job: 1 // job, "camvideo-test-worker").start()
+    with pytest.raises(ZeroDivisionError):
+        worker.call(0)
+    assert worker.stop(1.0)
+
+
+def test_drop_worker_drops_when_full_and_finishes_what_is_queued() -> None:
+    done = []
+    gate = threading.Event()
+    worker: DropWorker[int] = DropWorker(lambda i: (gate.wait(5), done.append(i)), size=3, name="camvideo-test-drop").start()
+    results = [worker.put(i) for i in range(10)]
+    gate.set()
+    assert worker.close(5.0)
+    assert worker.dropped == results.count(False) >= 6 and done == sorted(done) and len(done) == results.count(True)
+
+
+def test_mailbox_drops_oldest_and_drains_after_close() -> None:
+    box: Mailbox[int] = Mailbox(size=3)
+    for i in range(5):
+        box.put(i)
+    assert box.dropped == 2 and box.get(0) == 2
+    box.close()
+    assert box.get(5) == 3 and box.get(5) == 4 and box.get(5) is None
+
+
+def test_latency_meter_percentiles_and_fps() -> None:
+    meter = LatencyMeter(window=100)
+    now = time.monotonic()
+    for i in range(100):
+        meter.record(captured=now + i / 30 - (i + 1) / 1000, shown=now + i / 30)
+    assert meter.percentile(50) == pytest.approx(0.050, abs=0.002)
+    assert meter.percentile(95) == pytest.approx(0.095, abs=0.002)
+    assert meter.fps() == pytest.approx(30, rel=0.01)
+    assert percentile([3, 1, 2], 50) == 2
+
+
+# -- sources ---------------------------------------------------------------------------------------
+
+
+def test_specs_name_the_right_kind() -> None:
+    assert describe_spec("0") == describe_spec("/dev/video2") == describe_spec("av:0") == "camera"
+    for url in ("rtsp://h/x", "http://h/x.ts", "https://h/x", "udp://127.0.0.1:1234", "tcp://h:1"):
+        assert describe_spec(url) == "stream"
+    assert describe_spec("clip.mp4") == "file" and describe_spec("sample") == "sample"
+
+
+def test_missing_camera_is_one_clear_message() -> None:
+    with pytest.raises(InputError, match=r"^camera 57 not found or busy"):
+        CameraSource(57)
+    with pytest.raises(InputError, match=r"camera /dev/video57 not found or busy"):
+        open_live_source("/dev/video57")
+
+
+def test_bad_specs_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a camera index, device, stream URL or existing video file"):
+        open_live_source(str(tmp_path / "nothing.mp4"))
+    with pytest.raises(InputError, match="unknown stream protocol"):
+        open_live_source("gopher://127.0.0.1/x")
+    with pytest.raises(InputError, match="cannot open the stream"):
+        StreamSource(f"http://127.0.0.1:{free_port(1)}/none.ts", open_timeout=3)
+
+
+def test_paced_file_plays_in_real_time_and_loops_with_a_growing_clock(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c.mp4", n=12, fps=30)
+    source = PacedFileSource(clip, loop=True)
+    frames: list[Frame] = []
+    start = time.monotonic()
+    for frame in source:
+        frames.append(frame)
+        if len(frames) == 30:
+            break
+    wall = time.monotonic() - start
+    source.close()
+    assert 0.8 < wall < 2.5  # 29 frame intervals at 30 fps (a busy machine may slip a little)
+    times = [f.time for f in frames]
+    assert times == sorted(times) and len(set(times)) == 30
+    assert times[12] == pytest.approx(12 / 30) and source.loops == 2 and source.period == pytest.approx(12 / 30)
+    assert [f.extra["loop"] for f in frames[10:14]] == [0, 0, 1, 1]
+    assert frames[5].pts == round(frames[5].time / LIVE_TIME_BASE)
+    assert np.median(np.diff([f.captured for f in frames])) == pytest.approx(1 / 30, abs=0.008)
+
+
+def test_paced_file_without_loop_ends(tmp_path: Path) -> None:
+    source = PacedFileSource(make_clip(tmp_path / "c.mp4", n=6), loop=False)
+    assert len(list(source)) == 6 and source.status == "ended"
+
+
+def wait_for(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_paused_file_holds_steps_and_replays(tmp_path: Path) -> None:
+    source = PacedFileSource(make_clip(tmp_path / "c.mp4", n=30), loop=False)
+    got: list[Frame] = []
+    thread = threading.Thread(target=lambda: got.extend(source), name="test-reader")
+    source.pause()
+    thread.start()
+    time.sleep(0.3)
+    assert got == []  # held while paused
+    source.step()
+    assert wait_for(lambda: len(got) == 1) and got[0].extra.get("step")
+    source.replay()
+    assert wait_for(lambda: len(got) == 2) and got[1].extra.get("replay") and got[1].index == got[0].index
+    time.sleep(0.2)
+    assert len(got) == 2  # still paused
+    source.resume()
+    thread.join(5)
+    assert len(got) == 31 and [f.index for f in got[2:]] == list(range(1, 30))
+    # the pause does not make the frames after it late (the clock skipped it): the 29
+    # frames play in about a second, not all at once
+    assert 0.7 < got[-1].captured - got[2].captured < 2.0
+
+
+class FlakyDevice(_Reconnecting):
+    """A device that stops after 5 frames and comes back on the third attempt to reopen."""
+
+    def __init__(self, fail_forever: bool = False) -> None:
+        super().__init__("camera 9", reconnect_timeout=1.0 if fail_forever else None)
+        self.fail_forever = fail_forever
+        self.attempts = 0
+        self.statuses: list[str] = []
+
+    def _read(self):
+        for _ in range(5):
+            yield np.zeros((4, 4, 3), np.uint8), time.monotonic(), {}
+        from camvideo.live import _Lost
+
+        raise _Lost("unplugged")
+
+    def _reopen(self) -> None:
+        self.attempts += 1
+        self.statuses.append(self.status)
+        if self.fail_forever or self.attempts < 3:
+            raise InputError("camera 9 not found or busy")
+
+
+def test_a_device_that_disappears_is_reported_and_reopened() -> None:
+    device = FlakyDevice()
+    frames = []
+    for frame in device:
+        frames.append(frame)
+        if len(frames) == 12:
+            break
+    device.close()
+    assert device.reconnects == 2 and device.attempts == 4
+    assert any("camera 9 lost (unplugged); reconnecting" in s for s in device.statuses)
+    assert [f.index for f in frames] == list(range(12)) and frames[-1].time > frames[4].time
+
+
+def test_a_device_that_stays_gone_ends_with_source_lost() -> None:
+    device = FlakyDevice(fail_forever=True)
+    with pytest.raises(SourceLost, match="camera 9 lost \\(unplugged\\) and not back"):
+        list(device)
+
+
+@pytest.mark.timeout(60)
+def test_udp_stream_from_this_machine() -> None:
+    server = UdpStreamServer(free_port()).start()
+    try:
+        source = StreamSource(server.url)
+        frames: list[Frame] = []
+        for frame in source:
+            frames.append(frame)
+            if len(frames) == 100:
+                break
+        source.close()
+    finally:
+        server.stop()
+    assert server.error is None
+    assert (source.info.width, source.info.height) == (640, 360) and source.info.fps == 30
+    assert frames[0].image.shape == (360, 640, 3) and frames[-1].image.std() > 10
+    # after the frames read while probing the stream (delivered at once), real time
+    steady = frames[50:]
+    rate = (len(steady) - 1) / (steady[-1].captured - steady[0].captured)
+    assert 20 < rate < 40
+    assert all("stream_time" in f.extra for f in frames)
+
+
+# -- the live policy -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_slow_engine_on_a_live_http_stream_drops_stale_frames_and_keeps_latency_bounded() -> None:
+    server = HttpStreamServer().start()
+    delay = 0.2  # the model takes 200 ms a frame: 6 of every 7 camera frames cannot be explained
+    session = LiveSession(server.url, LiveOptions(every=1, smooth=0.25), explainer=tiny_explainer(delay)).start()
+    try:
+        results, meter = collect(session, 4.0)
+        stats = session.stats()
+    finally:
+        assert session.stop(timeout=3.0), session.threads_alive()
+        server.stop()
+    assert session_threads() == []
+    assert len(results) >= 8
+    assert stats.dropped > stats.frames_shown  # stale frames dropped, not queued
+    assert stats.frames_read - stats.frames_shown - stats.dropped <= 3  # nothing waiting in a queue
+    indices = [r.frame.index for r in results]
+    assert indices == sorted(indices) and max(np.diff(indices)) >= 4  # jumped to the newest frame
+    assert meter.percentile(95) < delay + 0.25  # one model run plus a little, never a backlog
+
+
+@pytest.mark.timeout(90)
+def test_every_nth_frame_on_a_live_stream_displays_at_the_camera_rate() -> None:
+    server = UdpStreamServer(free_port()).start()
+    delay = 0.2
+    explainer = tiny_explainer(delay)
+    session = LiveSession(server.url, LiveOptions(every=3), explainer=explainer).start()
+    try:
+        collect(session, 1.0)  # past the frames read while probing the stream, delivered at once
+        read = session.stats().frames_read
+        results, meter = collect(session, 4.0)
+        arrived = session.stats().frames_read - read
+    finally:
+        assert session.stop(timeout=3.0)
+        server.stop()
+    assert arrived > 80  # the stream's 30 fps, less what a busy 2-core machine loses
+    assert len(results) >= 0.7 * arrived  # most frames that arrived were shown (not only the explained ones)
+    assert meter.percentile(95) < 0.1  # no frame waits for the model
+    runs = explainer.calls  # type: ignore[attr-defined]
+    assert runs <= 5.0 / delay + 3 and runs < len(results) / 2  # as often as it could, in the background
+    lags = [r.extra["model_lag"] for r in results]
+    assert max(lags) < 1.0 and len({r.extra["model_frame"] for r in results}) >= 5
+    # the overlay is on every frame, including the ones the model did not see
+    assert all(r.image.shape == r.frame.image.shape and np.abs(r.image.astype(int) - r.frame.image).mean() > 5 for r in results)
+
+
+def test_every_nth_frame_in_order_runs_the_model_on_every_nth() -> None:
+    images = clip_images(CATS, size=(96, 54))[:12]
+    frames = [Frame(i, img, i, i / 30) for i, img in enumerate(images)]
+
+    def annotate(every: int, smooth: float) -> tuple[list, int]:
+        explainer = tiny_explainer()
+        annotator = FrameAnnotator(explainer, Renderer(labels=False), TemporalSmoother(smooth), every=every)
+        results = annotator(frames[:5]) + annotator(frames[5:])
+        return results, explainer.calls  # type: ignore[attr-defined]
+
+    each, _ = annotate(1, 0.0)
+    third, calls = annotate(3, 0.0)
+    assert calls == 2  # one call per batch, on the due frames 0, 3 | 6, 9
+    assert [r.extra["model_frame"] for r in third] == [0, 0, 0, 3, 3, 3, 6, 6, 6, 9, 9, 9]
+    for i in (0, 3, 6, 9):  # a frame the model saw looks as with every=1
+        assert np.array_equal(third[i].image, each[i].image) and third[i].classes == each[i].classes
+    assert third[4].classes == third[3].classes and np.array_equal(third[4].raw_map, third[3].raw_map)
+    assert not np.array_equal(third[4].image, each[4].image)  # drawn with frame 3's map
+    smoothed, calls = annotate(3, 0.25)
+    assert calls == 2
+    # smoothing goes on between model runs: consecutive frames of one run still differ
+    assert not np.array_equal(smoothed[1].image[..., 0] - images[1][..., 0], smoothed[2].image[..., 0] - images[2][..., 0])
+
+
+def test_live_changes_apply_on_the_fly() -> None:
+    session = LiveSession(str(CATS), LiveOptions(every=2, alpha=0.5, boxes=False, labels=False),
+                          explainer=tiny_explainer()).start()  # fmt: skip
+    try:
+        collect(session, 0.5)
+        session.configure(LiveOptions(every=2, alpha=0.0, boxes=False, labels=False))
+        time.sleep(0.3)
+        results, _ = collect(session, 0.5)
+        assert results and all(np.array_equal(r.image, r.frame.image) for r in results)
+        session.configure(LiveOptions(every=2, alpha=0.0, boxes=False, labels=False, target="3"))
+        time.sleep(0.5)
+        results, _ = collect(session, 0.5)
+        assert results and all(r.classes == [3] for r in results)
+        with pytest.raises(ValueError, match="new LiveSession"):
+            session.configure(LiveOptions(model="resnet18"))
+    finally:
+        assert session.stop(2.0)
+
+
+# -- recording -------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_recording_a_looped_file_keeps_its_audio_and_timing(tmp_path: Path) -> None:
+    out = tmp_path / "rec.mp4"
+    session = LiveSession(str(BUNNY), LiveOptions(every=4), explainer=tiny_explainer()).start()
+    try:
+        collect(session, 0.3)
+        session.start_recording(out)
+        with pytest.raises(OutputError, match="already recording"):
+            session.start_recording(tmp_path / "other.mp4")
+        time.sleep(2.5)
+        assert session.stop_recording() == out
+    finally:
+        assert session.stop(2.0)
+    with av.open(str(out)) as c:
+        kinds = {s.type for s in c.streams}
+        video = c.streams.video[0]
+        duration = float(video.duration * video.time_base)
+        audio = c.streams.audio[0]
+        audio_duration = float(audio.duration * audio.time_base)
+    assert kinds == {"video", "audio"}
+    # video time, not wall time: a loaded machine plays the 720p clip slower than real time
+    assert 0.3 < duration < 3.2 and abs(audio_duration - duration) < 0.15
+    with FileSource(out) as source:
+        decoded = list(source)
+    assert len(decoded) >= 8 and source.info.width == 1280
+
+
+@pytest.mark.timeout(90)
+def test_recording_a_stream_copies_its_audio(tmp_path: Path) -> None:
+    server = HttpFileServer(make_ts_with_audio(tmp_path / "live.ts", seconds=4.0), seconds=4.0).start()
+    out = tmp_path / "rec.mp4"
+    session = LiveSession(server.url, LiveOptions(every=3), explainer=tiny_explainer()).start()
+    try:
+        collect(session, 0.2)
+        assert session.source.info.has_audio
+        session.start_recording(out)
+        time.sleep(1.5)
+        assert session.stop_recording() == out, session.notice
+    finally:
+        assert session.stop(2.0)
+        server.stop()
+    with av.open(str(out)) as c:
+        video, audio = c.streams.video[0], c.streams.audio[0]
+        assert audio.codec_context.name == "aac"
+        video_s, audio_s = float(video.duration * video.time_base), float(audio.duration * audio.time_base)
+    assert video_s > 0.8 and abs(audio_s - video_s) < 0.3
+
+
+def test_recording_refuses_bad_paths(tmp_path: Path) -> None:
+    (tmp_path / "taken.mp4").write_bytes(b"x")
+    session = LiveSession(str(CATS), LiveOptions(every=2), explainer=tiny_explainer()).start()
+    try:
+        collect(session, 0.1)
+        with pytest.raises(OutputError, match="already exists"):
+            session.start_recording(tmp_path / "taken.mp4")
+        with pytest.raises(OutputError, match="ending in .mp4"):
+            session.start_recording(tmp_path / "x.avi")
+        with pytest.raises(OutputError, match="does not exist"):
+            session.start_recording(tmp_path / "no" / "x.mp4")
+    finally:
+        session.stop(2.0)
+
+
+# -- the command line, before Qt ---------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    code = ("import sys; from camvideo.cli import main; rc = main(sys.argv[1:]); "
+            "print('qt imported' if 'PyQt6' in sys.modules else 'no qt'); sys.exit(rc)")  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_cli_errors_come_before_qt(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = run_cli("live", "sample", env=env)
+    assert proc.returncode == 2 and "no qt" in proc.stdout
+    assert proc.stderr.count("\n") == 1 and "QT_QPA_PLATFORM=offscreen" in proc.stderr and "no display" in proc.stderr
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    for args, message in [
+        (("live", "57"), "camera 57 not found or busy"),
+        (("live", str(tmp_path / "none.mp4")), "not a camera index"),
+        (("live", "sample", "--snapshot", str(tmp_path / "x.jpg")), "ending in .png"),
+        (("live", "sample", "--record", str(tmp_path / "no" / "r.mp4")), "does not exist"),
+    ]:
+        proc = run_cli(*args, env=env)
+        assert proc.returncode == 2 and "no qt" in proc.stdout, (args, proc.stderr)
+        assert proc.stderr.startswith("camvideo: error: ") and message in proc.stderr and "Traceback" not in proc.stderr

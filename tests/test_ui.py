@@ -1,0 +1,190 @@
+"""The desktop app under Qt's offscreen platform: frames, controls, recording, closing.
+
+Most tests use a tiny random model (fast on a shared 2-core CPU); the command-line test
+at the end runs the real default model.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("PyQt6")
+from PyQt6.QtCore import QSettings, Qt  # noqa: E402
+
+from camvideo.live_session import LiveOptions  # noqa: E402
+from camvideo.sources import FileSource  # noqa: E402
+from live_helpers import CATS, NAMES, tiny_explainer  # noqa: E402
+from ui.window import AppOptions, MainWindow  # noqa: E402
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+def open_window(qtbot, settings: QSettings, tmp_path: Path, **options) -> MainWindow:
+    live = options.pop("live", {})
+    app = AppOptions(source=options.pop("source", "sample"), spec=options.pop("spec", "sample"),
+                     options=LiveOptions(**live), explainer=options.pop("explainer", None) or tiny_explainer(),
+                     settings=settings, output_folder=tmp_path, **options)  # fmt: skip
+    window = MainWindow(app)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def wait_frames(qtbot, window: MainWindow, count: int = 3, timeout: int = 60_000) -> None:
+    start = window.meter.count
+    qtbot.waitUntil(lambda: window.meter.count >= start + count, timeout=timeout)
+
+
+def wait_result(qtbot, window: MainWindow, check, timeout: int = 20_000):
+    qtbot.waitUntil(lambda: window.last_result is not None and check(window.last_result), timeout=timeout)
+    return window.last_result
+
+
+def camvideo_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("camvideo-"))
+
+
+def test_window_shows_the_sample_with_its_heatmap(qtbot, settings, tmp_path: Path) -> None:
+    window = open_window(qtbot, settings, tmp_path, live={"every": 2, "labels": False, "boxes": False})
+    wait_frames(qtbot, window, 5)
+    shown, original = window.view.frame, window.last_result.frame.image
+    assert shown.shape == original.shape == (720, 1280, 3)  # the bundled Big Buck Bunny clip
+    # the heat shows: at alpha 0.5 the jet colours move every pixel a long way
+    assert np.abs(shown.astype(int) - original).mean() > 20
+    # and the widget shows that frame, scaled to fit with its aspect ratio
+    rect = window.view.image_rect()
+    assert abs(rect.width() / rect.height() - 16 / 9) < 0.02
+    assert rect.width() == window.view.width() or rect.height() == window.view.height()
+    grabbed = window.view.grab().toImage().convertToFormat(window.view.grab().toImage().Format.Format_RGB888)
+    ptr = grabbed.constBits()
+    ptr.setsize(grabbed.sizeInBytes())
+    pixels = np.frombuffer(ptr, np.uint8).reshape(grabbed.height(), grabbed.bytesPerLine())[:, : 3 * grabbed.width()]
+    pixels = pixels.reshape(grabbed.height(), grabbed.width(), 3)
+    scale = grabbed.width() / window.view.width()  # device pixel ratio
+    x0, y0 = round(rect.x() * scale), round(rect.y() * scale)
+    inside = pixels[y0 : y0 + round(rect.height() * scale), x0 : x0 + round(rect.width() * scale)]
+    expected = cv2.resize(window.view.frame, (inside.shape[1], inside.shape[0]), interpolation=cv2.INTER_AREA)
+    assert np.abs(inside.astype(int) - expected).mean() < 25  # newer frames may have arrived meanwhile
+    if y0 > 2:  # bars outside the picture are black
+        assert pixels[: y0 - 1].max() == 0
+    text = window.status_text()
+    assert "fps" in text and "latency" in text and "dropped" in text and "cpu" in text
+
+
+def test_controls_alpha_zero_and_a_fixed_class(qtbot, settings, tmp_path: Path) -> None:
+    window = open_window(qtbot, settings, tmp_path, live={"every": 1, "labels": False, "boxes": False})
+    wait_frames(qtbot, window, 2)
+    window.controls.alpha_slider.setValue(0)
+    result = wait_result(qtbot, window, lambda r: np.array_equal(r.image, r.frame.image))
+    assert np.array_equal(window.view.frame, result.frame.image)  # the plain frame
+    window.controls.alpha_slider.setValue(60)
+    qtbot.keyClick(window, Qt.Key.Key_Space)  # pause: the same frame is redrawn for each change
+    assert window.session.paused and window.controls.pause_button.text() == "Resume"
+    top1 = wait_result(qtbot, window, lambda r: r.frame.extra.get("replay") or not np.array_equal(r.image, r.frame.image))
+    qtbot.wait(300)
+    top1 = window.last_result
+    other = next(i for i in range(len(NAMES)) if i != top1.class_index)
+    window.controls.class_picker.set_target(str(other))
+    fixed = wait_result(qtbot, window, lambda r: r.classes == [other])
+    assert fixed.frame.index == top1.frame.index  # same frame, paused
+    assert not np.array_equal(fixed.image, top1.image)  # another class, another map
+    assert window.options.target == str(other)
+    qtbot.keyClick(window, Qt.Key.Key_Period)  # one step forward
+    wait_result(qtbot, window, lambda r: r.frame.index > fixed.frame.index and r.classes == [other])
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert not window.session.paused
+
+
+def test_record_snapshot_and_close_cleanly(qtbot, settings, tmp_path: Path) -> None:
+    baseline = {t.ident for t in threading.enumerate()}
+    window = open_window(qtbot, settings, tmp_path, live={"every": 3})
+    wait_frames(qtbot, window, 3)
+    assert camvideo_threads()  # the session's threads run
+    qtbot.keyClick(window, Qt.Key.Key_R)
+    assert window.session.recording is not None and window.controls.record_button.isChecked()
+    wait_frames(qtbot, window, 30)
+    qtbot.keyClick(window, Qt.Key.Key_R)
+    assert window.session.recording is None and not window.controls.record_button.isChecked()
+    qtbot.keyClick(window, Qt.Key.Key_S)
+    videos, pictures = list(tmp_path.glob("camvideo-*.mp4")), list(tmp_path.glob("camvideo-*.png"))
+    assert len(videos) == 1 and len(pictures) == 1
+    snap = cv2.imread(str(pictures[0]))
+    assert snap.shape == (720, 1280, 3)
+    with FileSource(videos[0]) as source:
+        frames = list(source)
+        assert source.info.has_audio  # the sample's soundtrack came along
+    assert len(frames) >= 15 and frames[0].image.shape == (720, 1280, 3)
+    with av.open(str(videos[0])) as c:
+        assert {s.type for s in c.streams} == {"video", "audio"}
+    session = window.session
+    start = time.monotonic()
+    qtbot.keyClick(window, Qt.Key.Key_Q)
+    assert not window.isVisible()
+    assert session.threads_alive() == [] and time.monotonic() - start < 1.5
+    qtbot.waitUntil(lambda: {t.ident for t in threading.enumerate()} <= baseline, timeout=1000)
+    assert camvideo_threads() == []
+
+
+def test_settings_persist_and_the_command_line_wins(qtbot, settings, tmp_path: Path) -> None:
+    window = open_window(qtbot, settings, tmp_path)
+    window.controls.alpha_slider.setValue(30)
+    window.controls.colormap_combo.setCurrentText("turbo")
+    window.controls.smooth_spin.setValue(0.5)
+    window.close()
+    again = open_window(qtbot, settings, tmp_path)
+    assert again.controls.alpha_slider.value() == 30 and again.controls.colormap_combo.currentText() == "turbo"
+    assert again.options.alpha == 0.3 and again.options.smooth == 0.5
+    again.close()
+    given = open_window(qtbot, settings, tmp_path, live={"alpha": 0.8}, explicit=frozenset({"alpha"}))
+    assert given.controls.alpha_slider.value() == 80 and given.controls.colormap_combo.currentText() == "turbo"
+    given.close()
+
+
+def test_a_source_that_fails_is_shown_not_fatal(qtbot, settings, tmp_path: Path) -> None:
+    window = open_window(qtbot, settings, tmp_path, source=str(tmp_path / "gone.mp4"), spec=str(tmp_path / "gone.mp4"))
+    qtbot.waitUntil(lambda: window.session.state == "failed", timeout=10_000)
+    qtbot.waitUntil(lambda: "not a camera index" in window.view.message, timeout=2_000)
+    window.open_source(str(CATS), spec=str(CATS))  # the user picks another: it plays
+    wait_frames(qtbot, window, 3)
+    assert window.last_result.frame.image.shape == (360, 640, 3)
+    window.close()
+
+
+@pytest.mark.slow
+def test_camvideo_live_with_the_default_model(tmp_path: Path) -> None:
+    """The real command, default model, offscreen: shows frames, records and snapshots."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    snap, rec = tmp_path / "last.png", tmp_path / "run.mp4"
+    proc = subprocess.run([sys.executable, "-m", "camvideo.cli", "live", str(CATS), "--every", "3", "--duration", "3",
+                           "--snapshot", str(snap), "--record", str(rec)],
+                          capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    image = cv2.cvtColor(cv2.imread(str(snap)), cv2.COLOR_BGR2RGB)
+    assert image.shape == (360, 640, 3)
+    with FileSource(rec) as source:
+        frames = list(source)
+    assert len(frames) >= 30  # about 3 s at 30 fps (fewer on a loaded machine)
+    # a heatmap was drawn: the jet colours are far from the clip's grey background
+    assert np.abs(frames[-1].image.astype(int) - image.mean()).mean() > 5
+    assert (image[..., 0].astype(int) - image[..., 2]).std() > 20  # red and blue regions
