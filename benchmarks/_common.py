@@ -97,3 +97,39 @@ def fmt(value: float, digits: int = 1) -> str:
     if value != value:  # NaN
         return "n/a"
     return f"{value:.{digits}f}"
+
+
+def run_in_thread(fn: Callable[[], object], torch_threads: int | None = None) -> object:
+    """Run ``fn`` in a fresh thread (as the pipeline runs its engine) and return its result.
+
+    Two things differ between Python's main thread and the pipeline's worker threads, and
+    both matter for timings here:
+
+    * ``torch.set_num_threads(n)`` changes the OpenMP team size of the calling thread only:
+      a thread started later still runs torch ops on the default team (one thread per
+      CPU), while ``torch.get_num_threads()`` there reports n. So ``torch_threads`` is set
+      inside the new thread.
+    * glibc's main-thread heap gives freed memory back to the OS and faults it in again,
+      so torch ops on big tensors run up to 2x slower in the main thread (minor page
+      faults, system time) than in a worker thread whose heap keeps it.
+    """
+    import threading
+
+    import torch
+
+    box: dict[str, object] = {}
+
+    def body() -> None:
+        try:
+            if torch_threads:
+                torch.set_num_threads(torch_threads)
+            box["result"] = fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = err
+
+    thread = threading.Thread(target=body, name="bench-worker")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box.get("result")

@@ -17,6 +17,9 @@ noise from other users of the machine hits both; frames/s are from the median ti
 the ratio is the median of the per-repetition ratios. Preprocessing (resize +
 normalise) is outside both timings.
 
+Everything is timed in a fresh worker thread (as the pipeline runs its engine), with
+``--threads`` set inside it: see ``_common.run_in_thread`` for why that matters.
+
 Score-CAM runs K = 1280 masked forwards per frame (one per channel of the target layer,
 64 at a time), so it is measured separately on fewer frames at batch 1 only.
 
@@ -35,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _common import SAMPLES, fmt, machine_facts, markdown_table, median, say  # noqa: E402
+from _common import SAMPLES, fmt, machine_facts, markdown_table, median, run_in_thread, say  # noqa: E402
 
 FAST_METHODS = ("cam", "gradcam", "hirescam", "gradcam++", "layercam", "eigencam")
 TARGETS = {"cam": 1.05, "gradcam": 2.5}  # forward + map <= target x forward (the issue)
@@ -93,6 +96,28 @@ def run_method(ex, batches: list[torch.Tensor], repeat: int, sync) -> dict:
     }
 
 
+def run_scorecam(ex, single: list[torch.Tensor], sync) -> tuple[float, float]:
+    """Median seconds per frame: forward only (6 around each Score-CAM call) and Score-CAM."""
+
+    def forward(x: torch.Tensor) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            ex.model(x)
+        sync()
+        return time.perf_counter() - start
+
+    forward(single[0])  # warm-up; one Score-CAM call is 1280 forwards, its own warm-up
+    fwd_times, map_times = [], []
+    for x in single:
+        fwd_times += [forward(x) for _ in range(3)]
+        start = time.perf_counter()
+        ex.explain(x)
+        sync()
+        map_times.append(time.perf_counter() - start)
+        fwd_times += [forward(x) for _ in range(3)]
+    return median(fwd_times), median(map_times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=SAMPLES / "big_buck_bunny.mp4")
@@ -123,7 +148,7 @@ def main() -> int:
         for bs in batch_sizes:
             say(f"{method}, batch {bs} ...")
             batches = [x_all[i : i + bs].contiguous(memory_format=torch.channels_last) for i in range(0, FRAMES_PER_REP, bs)]
-            r = run_method(ex, batches, args.repeat, sync)
+            r = run_in_thread(lambda: run_method(ex, batches, args.repeat, sync), args.threads)
             target = TARGETS.get(method)
             verdict = ""
             if target is not None:
@@ -135,30 +160,8 @@ def main() -> int:
     if args.scorecam_frames > 0:
         say(f"scorecam, batch 1, {args.scorecam_frames} frame(s) (1280 masked forwards each) ...")
         ex.set_method("scorecam")
-
         single = [x_all[i : i + 1].contiguous(memory_format=torch.channels_last) for i in range(args.scorecam_frames)]
-        with torch.inference_mode():  # warm-up of the forward; one Score-CAM call is warm-up enough
-            for x in single:
-                ex.model(x)
-        fwd_times, map_times = [], []
-        for x in single:
-            for _ in range(3):  # forward-only beside it: before ...
-                start = time.perf_counter()
-                with torch.inference_mode():
-                    ex.model(x)
-                sync()
-                fwd_times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            ex.explain(x)
-            sync()
-            map_times.append(time.perf_counter() - start)
-            for _ in range(3):  # ... and after
-                start = time.perf_counter()
-                with torch.inference_mode():
-                    ex.model(x)
-                sync()
-                fwd_times.append(time.perf_counter() - start)
-        t_fwd, t_map = median(fwd_times), median(map_times)
+        t_fwd, t_map = run_in_thread(lambda: run_scorecam(ex, single, sync), args.threads)
         rows.append(["scorecam", 1, fmt(1 / t_fwd), fmt(1 / t_map, 3), f"{t_map / t_fwd:.0f}x", "-",
                      f"- ({args.scorecam_frames} frame, 1 run)"])  # fmt: skip
     ex.close()
@@ -167,8 +170,9 @@ def main() -> int:
     print()
     for line in machine_facts():
         print(line)
-    print(f"- model: {ex.spec.name}, target layer `{ex.target_layer}`, {ex.device.type}, fp32; "
-          f"{args.repeat} interleaved repetitions of {FRAMES_PER_REP} frames per row")  # fmt: skip
+    print(f"- model: {ex.spec.name}, target layer `{ex.target_layer}`, {ex.device.type}, fp32, torch threads "
+          f"{args.threads or torch.get_num_threads()} in a worker thread; {args.repeat} interleaved repetitions of "
+          f"{FRAMES_PER_REP} frames per row (batch 1: 8 calls; batch 8: 1 call)")  # fmt: skip
     print()
     print(markdown_table(
         ["method", "batch", "forward only (frames/s)", "forward + map (frames/s)", "ratio (map / fwd time)",

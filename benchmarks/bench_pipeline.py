@@ -20,7 +20,8 @@ defaults: smoothing 0.25 s, jet, alpha 0.5, boxes and labels, x264 veryfast crf 
 
 Every timed run is repeated ``--repeat`` times; the runs are interleaved round-robin
 (the order rotating each round) so that noise from other users of the machine hits all
-of them; medians are reported.
+of them; medians are reported. Each run (stage alone, baseline) runs in a fresh worker
+thread, as the pipeline's stages do: see ``_common.run_in_thread`` for why it matters.
 
 ``--sweep`` instead measures the pipeline (and the stages it depends on) over torch
 threads x batch size, then x264 threads x decoder threading, to find the best settings.
@@ -34,11 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -51,7 +52,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import camvideo.annotate as annotate_mod  # noqa: E402
-from _common import SAMPLES, fmt, machine_facts, markdown_table, median, say, usable_cpus  # noqa: E402
+from _common import SAMPLES, fmt, machine_facts, markdown_table, median, run_in_thread, say, usable_cpus  # noqa: E402
 from camvideo.annotate import AnnotateSettings, annotate_video  # noqa: E402
 from camvideo.annotator import FrameAnnotator, warm_up  # noqa: E402
 from camvideo.engine.layers import resolve_module  # noqa: E402
@@ -62,11 +63,31 @@ from camvideo.sources import FileSource  # noqa: E402
 
 SMOOTH = 0.25  # the CLI default
 
-# -- knobs annotate_video has no option for: x264 and decoder threads ------------------------
-# annotate_video builds FileSource(path) and Mp4Sink(..., threads=0 default); to try other
-# values the benchmark swaps in subclasses whose defaults come from KNOBS. With the
-# package's defaults (AUTO, 0) they behave exactly like the originals.
-KNOBS = {"decoder": "AUTO", "x264": 0}
+# -- knobs annotate_video has no option for: torch, x264 and decoder threads -----------------
+# annotate_video builds FileSource(path), FrameAnnotator and Mp4Sink(..., threads=0); to try
+# other values the benchmark swaps in subclasses whose settings come from KNOBS. With the
+# package's defaults they behave exactly like the originals.
+#
+# torch threads need care: torch.set_num_threads() only sizes the OpenMP team of the
+# thread that calls it, and the pipeline's engine runs in a thread of its own, where the
+# default team (one per CPU) is used whatever the main thread set (torch.get_num_threads()
+# there still reports the main thread's value). So the annotator sets it in its own thread.
+DEFAULT_TORCH_THREADS = torch.get_num_threads()
+KNOBS: dict = {"decoder": "AUTO", "x264": 0, "torch": None}
+_local = threading.local()
+
+
+def _torch_threads_here() -> None:
+    want = KNOBS["torch"] or DEFAULT_TORCH_THREADS
+    if getattr(_local, "torch_threads", None) != want:
+        torch.set_num_threads(want)
+        _local.torch_threads = want
+
+
+class _Annotator(FrameAnnotator):
+    def __call__(self, frames):
+        _torch_threads_here()
+        return super().__call__(frames)
 
 
 class _Source(FileSource):
@@ -81,11 +102,14 @@ class _Sink(Mp4Sink):
 
 annotate_mod.FileSource = _Source
 annotate_mod.Mp4Sink = _Sink
+annotate_mod.FrameAnnotator = _Annotator
 
 
 def set_threads(torch_threads: int | None, x264: int | None = None, decoder: str | None = None) -> None:
+    """Set the knobs; torch's in this thread too (the annotator sets it in the engine thread)."""
     if torch_threads:
-        torch.set_num_threads(torch_threads)
+        KNOBS["torch"] = torch_threads
+        _torch_threads_here()
     if x264 is not None:
         KNOBS["x264"] = x264
     if decoder is not None:
@@ -107,12 +131,12 @@ class Bench:
             self.info = source.info
         self.n = len(self.frames)
         self.rendered = None
-        warm_up(FrameAnnotator(self.ex, self.renderer, TemporalSmoother(SMOOTH)), self.info.height, self.info.width)
-        self.rendered = self._annotate_frames(batch_size)  # also a warm-up of the engine stage
+        warm_up(_Annotator(self.ex, self.renderer, TemporalSmoother(SMOOTH)), self.info.height, self.info.width)
+        self.rendered = run_in_thread(lambda: self._annotate_frames(batch_size))  # also a warm-up of the engine stage
         self.last_busy: dict | None = None
 
     def _annotate_frames(self, batch_size: int) -> list:
-        annotator = FrameAnnotator(self.ex, self.renderer, TemporalSmoother(SMOOTH))
+        annotator = _Annotator(self.ex, self.renderer, TemporalSmoother(SMOOTH))
         out = []
         for i in range(0, self.n, batch_size):
             out += annotator(self.frames[i : i + batch_size])
@@ -212,6 +236,14 @@ class Bench:
         return count
 
 
+def _with_torch_threads(fn):
+    def run() -> int:
+        _torch_threads_here()
+        return fn()
+
+    return run
+
+
 def run_rounds(jobs: dict, repeat: int) -> dict[str, dict]:
     """Run every job ``repeat`` times, round-robin, the order rotating each round.
 
@@ -225,7 +257,7 @@ def run_rounds(jobs: dict, repeat: int) -> dict[str, dict]:
         for name in order:
             say(f"  round {r + 1}/{repeat}: {name} ...")
             wall0, cpu0 = time.perf_counter(), time.process_time()
-            frames = jobs[name]()
+            frames = run_in_thread(_with_torch_threads(jobs[name]))
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             fps[name].append(frames / wall)
             cores[name].append(cpu / wall)
@@ -273,7 +305,7 @@ def rss_child(video: Path, batch_size: int, mark: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up at the video's size so allocator pools exist before the baseline
         with _Source(video) as src:
-            annotator = FrameAnnotator(ex, renderer, TemporalSmoother(SMOOTH))
+            annotator = _Annotator(ex, renderer, TemporalSmoother(SMOOTH))
             warm_up(annotator, src.info.height, src.info.width)
         loaded = _current_rss_mib()
         written = [0]
@@ -335,7 +367,7 @@ def memory_check(video: Path, workdir: Path, args: argparse.Namespace, frames: i
 
 # -- reports ----------------------------------------------------------------------------------
 def threads_line(args: argparse.Namespace) -> str:
-    return (f"torch intra-op threads {torch.get_num_threads()}, x264 threads {KNOBS['x264'] or 'auto (0)'}, "
+    return (f"torch intra-op threads {KNOBS['torch'] or DEFAULT_TORCH_THREADS} (set in each worker thread), x264 threads {KNOBS['x264'] or 'auto (0)'}, "
             f"decoder threading {KNOBS['decoder']}, batch size {args.batch_size}")  # fmt: skip
 
 
@@ -513,8 +545,8 @@ def main() -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the flat-memory check")
     parser.add_argument("--sweep", action="store_true", help="sweep thread and batch settings instead")
     parser.add_argument("--sweep-torch-threads", default="1,2")
-    parser.add_argument("--sweep-batches", default="1,2,4,8")
-    parser.add_argument("--sweep-x264-threads", default="0,1,2")
+    parser.add_argument("--sweep-batches", default="1,2,8")
+    parser.add_argument("--sweep-x264-threads", default="0,1")
     parser.add_argument("--sweep-decoder", default="AUTO,NONE")
     parser.add_argument("--_rss-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_rss-mark", type=int, default=0, help=argparse.SUPPRESS)
