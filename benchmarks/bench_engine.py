@@ -121,7 +121,7 @@ def run_scorecam(ex, single: list[torch.Tensor], sync) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=SAMPLES / "big_buck_bunny.mp4")
-    parser.add_argument("--repeat", type=int, default=9, help="interleaved repetitions per method and batch [%(default)s]")
+    parser.add_argument("--repeat", type=int, default=7, help="interleaved repetitions per method and batch [%(default)s]")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads [torch's default]")
     parser.add_argument("--methods", default=",".join(FAST_METHODS), help="comma-separated [%(default)s]")
     parser.add_argument("--batches", default="1,8", help="batch sizes, comma-separated [%(default)s]")

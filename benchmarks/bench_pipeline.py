@@ -499,7 +499,7 @@ def sweep_report(args: argparse.Namespace) -> None:
                 slow = min(e["fps"], r1["decode AUTO"]["fps"], r1["encode x264 0"]["fps"])
                 rows.append([t, bs, "auto", "AUTO", fmt(e["fps"]), fmt(r1["encode x264 0"]["fps"]),
                              fmt(r1["decode AUTO"]["fps"], 0), f"**{fmt(p['fps'])}**", f"{p['min']:.1f}-{p['max']:.1f}",
-                             f"{p['fps'] / slow:.2f}"])  # fmt: skip
+                             f"{p['fps'] / slow:.2f}", f"{1000 * p['cpu_per_frame']:.0f}"])  # fmt: skip
 
         t, bs = best
         say(f"phase 2: x264 threads x decoder threading at torch threads {t}, batch {bs}")
@@ -519,7 +519,7 @@ def sweep_report(args: argparse.Namespace) -> None:
                 slow = min(r2["engine"]["fps"], r2[f"encode {x}"]["fps"], r2[f"decode {d}"]["fps"])
                 rows.append([t, bs, x or "auto", d, fmt(r2["engine"]["fps"]), fmt(r2[f"encode {x}"]["fps"]),
                              fmt(r2[f"decode {d}"]["fps"], 0), f"**{fmt(p['fps'])}**", f"{p['min']:.1f}-{p['max']:.1f}",
-                             f"{p['fps'] / slow:.2f}"])  # fmt: skip
+                             f"{p['fps'] / slow:.2f}", f"{1000 * p['cpu_per_frame']:.0f}"])  # fmt: skip
     print(f"### Pipeline settings sweep ({args.video.name}, {bench.n} frames)")
     print()
     for line in machine_facts():
@@ -528,8 +528,8 @@ def sweep_report(args: argparse.Namespace) -> None:
           f"decoder AUTO); last rows: x264 threads x decoder threading at the best of those")  # fmt: skip
     print()
     print(markdown_table(["torch threads", "batch", "x264 threads", "decoder", "engine alone (f/s)", "encode alone (f/s)",
-                          "decode alone (f/s)", "pipeline (f/s)", "pipeline min-max", "pipeline / slowest"], rows,
-                         align=["r"] * 10))  # fmt: skip
+                          "decode alone (f/s)", "pipeline (f/s)", "pipeline min-max", "pipeline / slowest",
+                          "pipeline CPU ms/frame"], rows, align=["r"] * 11))  # fmt: skip
 
 
 def main() -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -105,6 +107,8 @@ def annotate_video(
             pipeline = Pipeline(source, annotator, consume, batch_size=settings.batch_size,
                                 close_source=source.close, stall_timeout=settings.stall_timeout)  # fmt: skip
             stats = pipeline.run()
+            if stats.interrupted:
+                _wait_for_sink(pipeline, SINK_WAIT)
         except BaseException:
             for writer in writers:
                 writer.abort()
@@ -127,6 +131,24 @@ def annotate_video(
                 path.unlink(missing_ok=True)
             raise
         return AnnotateReport(input_path, output, stats, source.frames_lost, stats.interrupted)
+
+
+#: Seconds to wait, after Ctrl-C, for the sink thread to finish the frame it is writing.
+SINK_WAIT = 10.0
+
+
+def _wait_for_sink(pipeline: Pipeline, timeout: float) -> None:
+    """After Ctrl-C, wait until the sink thread has really ended before the writers close.
+
+    ``Pipeline.run()`` joins its stages, but on CPython 3.11 a Ctrl-C that lands inside
+    ``Thread.join()`` marks the joined thread as ended while it still runs, so ``run()`` can
+    return with the sink in the middle of a write; closing the MP4 then would race with
+    it. ``threading.enumerate()`` lists such a thread until it has really finished.
+    """
+    deadline = time.monotonic() + timeout
+    sinks = [t for t in pipeline.threads if t.name.endswith("-sink")]
+    while any(t in threading.enumerate() for t in sinks) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def progress_bar(total: int | None, name: str, enabled: bool):

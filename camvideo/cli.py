@@ -115,14 +115,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _join_new_threads(before: set[threading.Thread], timeout: float) -> None:
     """Wait (at most ``timeout`` s, a second Ctrl-C ends it) for threads started since ``before``.
 
+    Not with ``Thread.join()``/``is_alive()``: on CPython 3.11 a Ctrl-C that lands inside a
+    join marks the joined thread as ended while it still runs (bpo-45274's fix releases the
+    thread's own lock); ``threading.enumerate()`` lists it until it has really finished.
     A thread stuck for good (a hung device read) is left behind after the wait: it is a
     daemon and cannot keep the process alive.
     """
     deadline = time.monotonic() + timeout
     try:
-        for thread in threading.enumerate():
-            if thread not in before and thread.daemon and thread.name.startswith("camvideo-"):
-                thread.join(max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline:
+            running = [t for t in threading.enumerate() if t not in before and t.daemon and t.name.startswith("camvideo-")]
+            if not running:
+                return
+            time.sleep(0.02)
     except KeyboardInterrupt:
         pass
 

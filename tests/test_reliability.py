@@ -454,6 +454,40 @@ sys.exit(main(["annotate", {str(clip)!r}, "-o", "out.mp4", "--batch-size", "2"])
     assert len(decoded_times(tmp_path / "out.mp4")) == 10
 
 
+@pytest.mark.timeout(60)
+def test_ctrl_c_in_the_main_thread_waits_for_the_stages(tmp_path, capsys, monkeypatch, tiny_cli, clip) -> None:
+    """Regression: on CPython 3.11 a Ctrl-C that lands inside ``Thread.join()`` marks the
+    joined stage as ended while it still runs; the run returned with the sink mid-write
+    and the engine in its model call (which aborted the process at exit)."""
+    import _thread
+
+    from camvideo.annotator import FrameAnnotator
+    from camvideo.sinks import Mp4Sink
+
+    call, write = FrameAnnotator.__call__, Mp4Sink.write
+
+    def busy(self, frames):
+        if frames[-1].index >= 14:
+            time.sleep(1.0)  # the model is busy when Ctrl-C comes
+        return call(self, frames)
+
+    def slow(self, *args):
+        if self.frames_written == 10:
+            threading.Timer(0.05, _thread.interrupt_main).start()
+        time.sleep(0.05)  # and the sink is in the middle of a write
+        return write(self, *args)
+
+    monkeypatch.setattr(FrameAnnotator, "__call__", busy)
+    monkeypatch.setattr(Mp4Sink, "write", slow)
+    out, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    code, lines = run_main(capsys, "annotate", str(clip), "-o", str(out), "--jsonl", str(jsonl), "--batch-size", "2")
+    assert [t.name for t in threading.enumerate() if t.name.startswith("camvideo-")] == []  # really ended
+    assert code == 130 and len(lines) == 1, lines
+    done = int(re.search(r"keeps the (\d+) frames done", lines[0]).group(1))
+    assert decoded_times(out) == pytest.approx(decoded_times(clip)[:done], abs=1e-9)
+    assert len(jsonl.read_text().splitlines()) == done
+
+
 def test_one_video_failing_does_not_stop_a_folder_run(tmp_path, capsys, monkeypatch, tiny_cli) -> None:
     """A bug or a stall on one video of a folder run: that one is reported, the rest done."""
     folder = tmp_path / "in"
