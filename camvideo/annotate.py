@@ -1,23 +1,23 @@
-"""The annotate job: one recorded video in, an annotated MP4 (and records) out.
+"""The annotate job: recorded videos in, annotated MP4s (and records) out.
 
-Builds the stages (FileSource → FrameAnnotator → Mp4Sink + JSONL/NPZ writers), runs
-them in a :class:`~camvideo.pipeline.Pipeline`, and finishes or removes the outputs.
+:func:`annotate_video` builds the stages for one video (FileSource → FrameAnnotator →
+Mp4Sink + JSONL/NPZ writers), runs them in a :class:`~camvideo.pipeline.Pipeline`, and
+finishes or removes the outputs. :func:`annotate_many` runs several such videos at
+once on one model (:func:`~camvideo.pipeline.run_jobs`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 from .annotator import FrameAnnotator, FrameResult
 from .engine.explainer import Explainer, Target
 from .errors import OutputError
-from .pipeline import Pipeline, PipelineStats
+from .pipeline import JobContext, Pipeline, PipelineStats, run_jobs
 from .render import Renderer
 from .results import JsonlWriter, MapsWriter
 from .sinks import Mp4Sink
@@ -38,6 +38,19 @@ class AnnotateSettings:
     preset: str = "veryfast"
     overwrite: bool = False
     stall_timeout: float | None = 300.0
+    hwaccel: str | None = None  # hardware decoder device type ("cuda"), None for software
+    encoder: str = "libx264"  # "libx264", "h264_nvenc" or "auto" (NVENC where it works)
+    static_batch: bool = False  # pad the last batch to batch_size (torch.compile: one shape)
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video of a run and where its outputs go."""
+
+    input: Path
+    output: Path
+    jsonl: Path | None = None
+    maps: Path | None = None
 
 
 @dataclass
@@ -47,6 +60,8 @@ class AnnotateReport:
     stats: PipelineStats
     frames_lost: int = 0
     interrupted: bool = False
+    decoder: str = ""  # e.g. "h264" or "h264 (cuda)"
+    encoder: str = ""  # "libx264" or "h264_nvenc"
 
 
 def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
@@ -72,23 +87,28 @@ def annotate_video(
     maps: Path | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
     on_start: Callable[[FileSource], None] | None = None,
+    context: JobContext | None = None,
 ) -> AnnotateReport:
     """Annotate one video. Raises CamvideoError for bad input/output; on failure no output
-    file is left behind; on Ctrl-C the outputs keep the frames done so far."""
+    file is left behind; on Ctrl-C the outputs keep the frames done so far.
+
+    ``context`` comes from :func:`~camvideo.pipeline.run_jobs` when several videos share
+    the explainer (see :func:`annotate_many`)."""
     outputs = [path for path in (output, jsonl, maps) if path is not None]
     for path in outputs:
         check_output(input_path, path, settings.overwrite)
     if len({path.resolve() for path in outputs}) < len(outputs):
         raise OutputError(f"{output}: the video, --jsonl and --maps outputs must be different files")
-    with FileSource(input_path) as source:
+    with FileSource(input_path, hwaccel=settings.hwaccel) as source:
         if on_start is not None:
             on_start(source)
         annotator = FrameAnnotator(
-            explainer, renderer, TemporalSmoother(settings.smooth), settings.target, keep_maps=maps is not None
+            explainer, renderer, TemporalSmoother(settings.smooth), settings.target, keep_maps=maps is not None,
+            static_batch=settings.batch_size if settings.static_batch else None,
         )
         writers: list = []
         sink = Mp4Sink(output, source.info, audio_from=input_path if source.info.has_audio else None,
-                       crf=settings.crf, preset=settings.preset)  # fmt: skip
+                       crf=settings.crf, preset=settings.preset, encoder=settings.encoder)  # fmt: skip
         writers.append(sink)
         try:
             jsonl_writer = JsonlWriter(jsonl, explainer.class_names) if jsonl is not None else None
@@ -105,10 +125,13 @@ def annotate_video(
                     on_frame(result)
 
             pipeline = Pipeline(source, annotator, consume, batch_size=settings.batch_size,
-                                close_source=source.close, stall_timeout=settings.stall_timeout)  # fmt: skip
+                                close_source=source.close, stall_timeout=settings.stall_timeout,
+                                interrupt=context.interrupt if context else None)  # fmt: skip
             stats = pipeline.run()
             if stats.interrupted:
-                _wait_for_sink(pipeline, SINK_WAIT)
+                # run() stops waiting for its stages after a grace period; the sink may
+                # still be writing a frame, and closing the MP4 under it would race.
+                pipeline.wait_stage("sink", SINK_WAIT)
         except BaseException:
             for writer in writers:
                 writer.abort()
@@ -130,36 +153,63 @@ def annotate_video(
             for path in saved:
                 path.unlink(missing_ok=True)
             raise
-        return AnnotateReport(input_path, output, stats, source.frames_lost, stats.interrupted)
+        return AnnotateReport(input_path, output, stats, source.frames_lost, stats.interrupted,
+                              decoder=source.decoder, encoder=sink.encoder or "")  # fmt: skip
 
 
 #: Seconds to wait, after Ctrl-C, for the sink thread to finish the frame it is writing.
 SINK_WAIT = 10.0
 
 
-def _wait_for_sink(pipeline: Pipeline, timeout: float) -> None:
-    """After Ctrl-C, wait until the sink thread has really ended before the writers close.
+def annotate_many(
+    videos: Sequence[VideoJob | tuple[Path, Path]],
+    explainer: Explainer,
+    renderer: Renderer,
+    settings: AnnotateSettings,
+    *,
+    jobs: int = 1,
+    on_start: Callable[[VideoJob, FileSource, int], Callable[[FrameResult], None] | None] | None = None,
+) -> Iterator[tuple[VideoJob, AnnotateReport | BaseException]]:
+    """Annotate several videos, up to ``jobs`` at once, all on ``explainer``'s model.
 
-    ``Pipeline.run()`` joins its stages, but on CPython 3.11 a Ctrl-C that lands inside
-    ``Thread.join()`` marks the joined thread as ended while it still runs, so ``run()`` can
-    return with the sink in the middle of a write; closing the MP4 then would race with
-    it. ``threading.enumerate()`` lists such a thread until it has really finished.
+    Yields ``(video, report or exception)`` as each video finishes, so one bad file
+    never costs the others. ``on_start(video, source, slot)`` is called when a video's
+    source is open (``slot``: which of the ``jobs`` runs it, for progress lines) and may
+    return a per-frame callback. Ctrl-C: the running videos keep the frames done (their
+    reports say ``interrupted``) and no new video starts. The videos share ``explainer``
+    (its calls take turns); each renders with its own copy of ``renderer``.
     """
-    deadline = time.monotonic() + timeout
-    sinks = [t for t in pipeline.threads if t.name.endswith("-sink")]
-    while any(t in threading.enumerate() for t in sinks) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    tasks = [v if isinstance(v, VideoJob) else VideoJob(Path(v[0]), Path(v[1])) for v in videos]
+
+    def work(video: VideoJob, context: JobContext) -> AnnotateReport:
+        on_frame: Callable[[FrameResult], None] | None = None
+
+        def started(source: FileSource) -> None:
+            nonlocal on_frame
+            if on_start is not None:
+                on_frame = on_start(video, source, context.slot)
+
+        own = renderer if jobs == 1 else renderer.copy()  # its download buffers are per thread
+        return annotate_video(video.input, video.output, explainer, own, settings, jsonl=video.jsonl,
+                              maps=video.maps, on_frame=lambda result: on_frame(result) if on_frame else None,
+                              on_start=started, context=context)  # fmt: skip
+
+    yield from run_jobs(tasks, work, jobs, interrupted=lambda report: report.interrupted)
 
 
-def progress_bar(total: int | None, name: str, enabled: bool):
-    """A tqdm bar on stderr (frames, fps, ETA), or None when disabled or not a terminal."""
+def progress_bar(total: int | None, name: str, enabled: bool, position: int | None = None):
+    """A tqdm bar on stderr (frames, fps, ETA), or None when disabled or not a terminal.
+
+    ``position`` is the bar's line when several videos run at once."""
     if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=name, unit="frame", dynamic_ncols=True, leave=True, file=sys.stderr)
+    return tqdm(total=total, desc=name, unit="frame", dynamic_ncols=True, leave=True, file=sys.stderr,
+                position=position)  # fmt: skip
 
 
 def describe(report: AnnotateReport) -> str:
     s = report.stats
-    return f"{report.input.name} -> {report.output}: {s.frames_written} frames in {s.wall:.1f} s ({s.fps:.1f} fps)"
+    codecs = f" [{report.decoder} -> {report.encoder}]" if report.decoder and report.encoder else ""
+    return f"{report.input.name} -> {report.output}: {s.frames_written} frames in {s.wall:.1f} s ({s.fps:.1f} fps){codecs}"

@@ -15,6 +15,7 @@ so a slow model never holds a frame back.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -73,6 +74,11 @@ class FrameAnnotator:
     ``target`` is as for :meth:`Explainer.explain`. With the default top-1 target and a
     smoother, the class shown follows the smoother's hysteresis. With ``top{k}`` the
     overlay shows the first target's map and the label lists all k classes.
+
+    ``static_batch=B`` pads every shorter batch (a video's last) to B frames with copies
+    of its last frame before the model and drops the copies after it, so a compiled
+    model (``Explainer(compile=True)``) sees one input shape per video and never
+    recompiles; the smoother and the results see only the real frames.
     """
 
     def __init__(
@@ -83,9 +89,13 @@ class FrameAnnotator:
         target: Target = None,
         keep_maps: bool = False,
         every: int = 1,
+        static_batch: int | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, not {every}")
+        if static_batch is not None and static_batch < 1:
+            raise ValueError(f"static_batch must be at least 1, not {static_batch}")
+        self.static_batch = static_batch
         self.explainer = explainer
         self.renderer = renderer
         self.smoother = smoother if smoother is not None and smoother.enabled else None
@@ -151,7 +161,7 @@ class FrameAnnotator:
         if self.smoother is not None and self._top1:
             smoother = self.smoother
             target = lambda logits: smoother.select(logits, times)  # noqa: E731
-        out = self.explainer.explain(images, target=target)
+        out = self._explain_padded(images, target)
         maps = out.maps if out.maps.dim() == 4 else out.maps.unsqueeze(1)  # (N, T, h, w)
         classes = out.classes.view(len(frames), -1)
         scores = out.scores.view(len(frames), -1)
@@ -187,6 +197,24 @@ class FrameAnnotator:
             )
         return results
 
+
+    def _explain_padded(self, images: torch.Tensor, target: Target) -> Explanation:
+        """``explainer.explain``, padded to ``static_batch`` frames when that is set."""
+        n = images.shape[0]
+        extra = (self.static_batch or 0) - n
+        if extra <= 0:
+            return self.explainer.explain(images, target=target)
+        padded = torch.cat([images, images[-1:].expand(extra, -1, -1, -1)])
+        if callable(target) and not isinstance(target, torch.Tensor):
+            chooser = target
+
+            def target(logits: torch.Tensor) -> torch.Tensor:  # the real frames' choice only
+                chosen = torch.as_tensor(chooser(logits[:n]), device=logits.device).long().view(n, -1)
+                return torch.cat([chosen, chosen[-1:].expand(extra, -1)])
+
+        out = self.explainer.explain(padded, target=target)
+        return dataclasses.replace(out, maps=out.maps[:n], classes=out.classes[:n], scores=out.scores[:n],
+                                   logits=out.logits[:n])  # fmt: skip
 
     # -- every Nth frame -------------------------------------------------------------------------
     def _outputs(self, frames: Sequence[Frame], out: Explanation) -> list[ModelOutput]:

@@ -71,7 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--jsonl", metavar="PATH", help="per-frame records (a folder when there are several inputs)")
     out.add_argument("--maps", metavar="PATH.npz", help="raw maps, float16 (a folder when there are several inputs)")
     out.add_argument("--crf", type=int, default=23, help="x264 quality, 0 (lossless) .. 51 [%(default)s]")
-    out.add_argument("--preset", default="veryfast", help="x264 speed preset [%(default)s]")
+    out.add_argument("--preset", default="veryfast", help="x264 speed preset (mapped to NVENC's p1..p7) [%(default)s]")
+    speed = annotate.add_argument_group("speed")
+    speed.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
+                       help="videos annotated at once, sharing the model [auto: 1 on the CPU, up to 4 on CUDA]")  # fmt: skip
+    speed.add_argument("--hwaccel", default="auto", choices=("auto", "none", "cuda"),
+                       help="hardware video decoding, falls back to the CPU when unavailable [auto: cuda with --device cuda]")  # fmt: skip
+    speed.add_argument("--encoder", default="auto", choices=("auto", "libx264", "h264_nvenc"),
+                       help="H.264 encoder; h264_nvenc falls back to libx264 where the GPU has none "
+                       "[auto: h264_nvenc when it works and the model runs on CUDA, else libx264]")  # fmt: skip
+    speed.add_argument("--compile", action="store_true",
+                       help="run the model through torch.compile (one shape per video; slow first batch)")
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     out.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
@@ -210,7 +220,7 @@ def _check_not_inputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from .annotate import AnnotateSettings, annotate_video, describe, progress_bar
+    from .annotate import AnnotateSettings, VideoJob, annotate_many, describe, progress_bar
     from .engine.explainer import Explainer
     from .render import Renderer
     from .samples import sample_video
@@ -221,48 +231,79 @@ def _annotate(args: argparse.Namespace) -> int:
     jsonls = plan_outputs(inputs, args.jsonl, ".jsonl", Path.cwd()) if args.jsonl else [None] * len(inputs)
     maps = plan_outputs(inputs, args.maps, ".npz", Path.cwd()) if args.maps else [None] * len(inputs)
     explainer = Explainer(args.model, method=args.method, layer=args.layer, device=args.device,
-                          weights=args.weights, precision=args.precision)  # fmt: skip
+                          weights=args.weights, precision=args.precision, compile=args.compile)  # fmt: skip
     explainer.selector(args.target)  # a wrong class name fails now, not on every video
     renderer = Renderer(args.colormap, args.alpha, boxes=args.boxes, labels=args.labels, threshold=args.threshold,
                         side_by_side=args.side_by_side, class_names=explainer.class_names)  # fmt: skip
+    cuda = explainer.device.type == "cuda"
     settings = AnnotateSettings(target=args.target, smooth=args.smooth, batch_size=args.batch_size, crf=args.crf,
-                                preset=args.preset, overwrite=args.overwrite)  # fmt: skip
+                                preset=args.preset, overwrite=args.overwrite, hwaccel=_hwaccel(args.hwaccel, cuda),
+                                encoder=args.encoder if args.encoder != "auto" or cuda else "libx264",
+                                static_batch=args.compile)  # fmt: skip
+    jobs = args.jobs or (min(len(inputs), AUTO_GPU_JOBS) if cuda else 1)
+    videos = [VideoJob(*paths) for paths in zip(inputs, outputs, jsonls, maps)]
+    bars: dict[VideoJob, object] = {}
+
+    def start(video: VideoJob, source, slot: int):
+        bar = bars[video] = progress_bar(source.info.frame_count, video.input.name, not args.quiet,
+                                         position=slot if jobs > 1 else None)  # fmt: skip
+        return (lambda _: bar.update(1)) if bar is not None else None
+
     failures: list[str] = []
-    for source_path, out, jsonl, npz in zip(inputs, outputs, jsonls, maps):
-        bar = None
-
-        def start(source, name=source_path.name):
-            nonlocal bar
-            bar = progress_bar(source.info.frame_count, name, not args.quiet)
-
-        try:
-            report = annotate_video(source_path, out, explainer, renderer, settings, jsonl=jsonl, maps=npz,
-                                    on_frame=lambda _: bar.update(1) if bar is not None else None,
-                                    on_start=start)  # fmt: skip
-        except Exception as err:
+    interrupted = False
+    for video, outcome in annotate_many(videos, explainer, renderer, settings, jobs=jobs, on_start=start):
+        bar = bars.pop(video, None)
+        if bar is not None:
+            bar.close()
+        if isinstance(outcome, KeyboardInterrupt):
+            print(f"camvideo: interrupted; {video.output} not written", file=sys.stderr)
+            interrupted = True
+        elif isinstance(outcome, BaseException):
             # One video's failure (a bad file, a stall, even a bug) must not cost the others
             # of a folder run: say which and go on. A single video fails as main() says.
-            if len(inputs) == 1 or (not isinstance(err, CamvideoError) and os.environ.get("CAMVIDEO_DEBUG")):
-                raise
-            message = str(err) if isinstance(err, CamvideoError) else f"{source_path}: {_internal(err)}"
+            if len(inputs) == 1 or (not isinstance(outcome, CamvideoError) and os.environ.get("CAMVIDEO_DEBUG")):
+                raise outcome
+            message = str(outcome) if isinstance(outcome, CamvideoError) else f"{video.input}: {_internal(outcome)}"
             failures.append(message)
             print(f"camvideo: error: {message}", file=sys.stderr)
-            continue
-        except KeyboardInterrupt:
-            print(f"camvideo: interrupted; {out} not written", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        finally:
-            if bar is not None:
-                bar.close()
-        if report.interrupted:
-            print(f"camvideo: interrupted; {out} keeps the {report.stats.frames_written} frames done", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        if not args.quiet:
-            print(describe(report))
+        elif outcome.interrupted:
+            frames = outcome.stats.frames_written
+            print(f"camvideo: interrupted; {video.output} keeps the {frames} frames done", file=sys.stderr)
+            interrupted = True
+        elif not args.quiet:
+            print(describe(outcome))
+    if interrupted:
+        return EXIT_INTERRUPTED
     if failures:
         print(f"camvideo: {len(failures)} of {len(inputs)} videos failed", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+#: ``--jobs auto`` on CUDA: videos at once (the CPU-side codecs are then the bottleneck).
+AUTO_GPU_JOBS = 4
+
+
+def _hwaccel(choice: str, cuda: bool) -> str | None:
+    """The hardware decoder to try: ``auto`` is NVDEC when the model runs on CUDA.
+
+    Like every fallback of the decoder, a PyAV build without CUDA support decodes on
+    the CPU: silently for ``auto``, with a warning when ``cuda`` was asked for by name.
+    """
+    from av.codec.hwaccel import hwdevices_available
+
+    if choice == "none" or (choice == "auto" and not cuda):
+        return None
+    if "cuda" not in hwdevices_available():
+        if choice != "auto":
+            logging.getLogger("camvideo").warning("this PyAV build has no CUDA decoding; decoding on the CPU")
+        return None
+    return "cuda"
+
+
+def _jobs(text: str) -> int:
+    """``auto`` (0, decided once the device is known) or a positive number."""
+    return 0 if text == "auto" else _positive_int(text)
 
 
 def _positive_int(text: str) -> int:

@@ -131,6 +131,11 @@ class Renderer:
         self._lut: dict[torch.device, torch.Tensor] = {}
         self._downloaders: dict[torch.device, FrameDownloader] = {}
 
+    def copy(self) -> "Renderer":
+        """The same settings with buffers of its own: one per thread that renders at once."""
+        return Renderer(self.colormap, self.alpha, boxes=self.boxes, labels=self.labels, threshold=self.threshold,
+                        side_by_side=self.side_by_side, class_names=self.class_names, backend=self.backend)  # fmt: skip
+
     def _downloader(self, device: torch.device) -> FrameDownloader:
         if device not in self._downloaders:
             self._downloaders[device] = FrameDownloader(device)

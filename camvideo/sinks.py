@@ -8,6 +8,12 @@ holds a half-written video (a crash, Ctrl-C or full disk leaves at most a
 Each frame is encoded with the pts it came with, in the source's ``time_base``, so
 variable-frame-rate video keeps its exact timing; the audio streams of the source are
 copied packet for packet (never re-encoded) and interleaved with the video by time.
+
+The video encoder is ``libx264`` (CPU, frame threads) or ``h264_nvenc`` (an NVIDIA
+GPU's encoder, where it has one); ``encoder="auto"`` picks NVENC where it works. The
+choice is made at the first frame, when the size is known, by
+:mod:`camvideo.encoders` (:func:`encoder_available` probes by encoding one frame);
+NVENC that does not work falls back to libx264 with a logged line, never an error.
 """
 
 from __future__ import annotations
@@ -26,14 +32,13 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 
+from .encoders import ENCODERS, X264_PRESETS, choose_encoder, configure, encoder_available
 from .errors import InputError, OutputError
 from .video import VideoInfo
 
-__all__ = ["Mp4Sink", "X264_PRESETS"]
+__all__ = ["Mp4Sink", "X264_PRESETS", "ENCODERS", "encoder_available"]
 
 log = logging.getLogger(__name__)
-
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 
 # Output is tagged BT.709, limited range, and converted with that matrix, so players
 # and camvideo's own FileSource read the colours back as they were written.
@@ -70,7 +75,7 @@ def _fits_mp4(stream: av.stream.Stream) -> bool:
 
 
 class Mp4Sink:
-    """Encode uint8 RGB frames to an H.264 (libx264, yuv420p) MP4 with ``+faststart``.
+    """Encode uint8 RGB frames to an H.264 (yuv420p, BT.709) MP4 with ``+faststart``.
 
     The video stream is sized from the first image written (so a side-by-side view of
     twice the source width is fine); later images must have that same size. yuv420p
@@ -84,9 +89,21 @@ class Mp4Sink:
             video's, its ``fps`` is a rate-control hint.
         audio_from: a file whose audio streams are copied unchanged into the output
             (normally the source video itself); None for no audio.
-        crf: x264 constant rate factor, 0 (lossless) to 51.
-        preset: x264 speed preset, one of :data:`X264_PRESETS`.
-        threads: x264 encoding threads, 0 = as many as useful for the CPU count.
+        crf: x264 constant rate factor, 0 (lossless) to 51. NVENC gets the same
+            number as its constant-quality target (``rc=vbr``, ``cq``, no bit rate
+            cap; crf 0 becomes cq 1).
+        preset: x264 speed preset, one of :data:`X264_PRESETS`; NVENC gets the
+            matching ``p1`` (ultrafast, superfast) .. ``p7`` (slower and up).
+        threads: x264 encoding threads, 0 = as many as useful for the CPU count
+            (x264's frame threads). NVENC ignores it.
+        encoder: ``"libx264"``, ``"h264_nvenc"`` or ``"auto"`` (NVENC where
+            :func:`encoder_available` says it works at this size, logged at INFO,
+            else libx264). An ``"h264_nvenc"`` that does not work here is a
+            one-line warning and libx264. :attr:`encoder` says which one ran.
+
+    Attributes:
+        encoder: the encoder actually used, ``"libx264"`` or ``"h264_nvenc"``;
+            None until the first :meth:`write` (the choice depends on the size).
 
     Use as a context manager: an exception inside the block aborts (no output, temp
     file removed); a normal exit or Ctrl-C (KeyboardInterrupt) closes and keeps what
@@ -94,7 +111,7 @@ class Mp4Sink:
 
     Raises:
         OutputError: the folder is missing or not writable, the disk is full, or an
-            option is out of range.
+            option is out of range (``encoder`` included).
         InputError: ``audio_from`` cannot be read.
     """
 
@@ -107,11 +124,13 @@ class Mp4Sink:
         crf: int = 23,
         preset: str = "veryfast",
         threads: int = 0,
+        encoder: str = "libx264",
     ) -> None:
         self.path = Path(path)
         self.info = info
         self.frames_written = 0
-        self._crf, self._preset, self._threads = crf, preset, threads
+        self.encoder: str | None = None  # chosen at the first write()
+        self._crf, self._preset, self._threads, self._requested = crf, preset, threads, encoder
         self._out: av.container.OutputContainer | None = None
         self._audio_in: av.container.InputContainer | None = None
         self._video: av.VideoStream | None = None
@@ -125,6 +144,8 @@ class Mp4Sink:
             raise OutputError(f"{self.path}: preset must be one of {', '.join(X264_PRESETS)}, not {preset!r}")
         if not (isinstance(threads, int) and threads >= 0):
             raise OutputError(f"{self.path}: threads must be 0 (auto) or more, not {threads!r}")
+        if encoder not in ENCODERS:
+            raise OutputError(f"{self.path}: encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
 
         folder = self.path.absolute().parent
         if not folder.is_dir():
@@ -136,7 +157,6 @@ class Mp4Sink:
         self._temp = folder / f".{self.path.name}.partial-{secrets.token_hex(4)}.mp4"
         if audio_from is not None:
             self._open_audio(Path(audio_from))
-        options = {"movflags": "+faststart", "movie_timescale": str(self._movie_timescale())}
         try:
             # FFmpeg creates the file only when the first packet comes out of the encoder:
             # make it now, so a folder we cannot write in (a read-only mount, /proc, ACLs
@@ -146,10 +166,15 @@ class Mp4Sink:
             self.abort()
             raise OutputError(f"{self.path}: cannot create a file in {folder} ({_reason(err)})") from err
         try:
-            self._out = av.open(str(self._temp), mode="w", format="mp4", container_options=options)
+            self._open_output()
         except (av.FFmpegError, OSError) as err:
             self.abort()
             raise OutputError(f"{self.path}: cannot create a file in {folder} ({_reason(err)})") from err
+
+    def _open_output(self) -> None:
+        """(Re)create the output container on the temporary file; nothing is written yet."""
+        options = {"movflags": "+faststart", "movie_timescale": str(self._movie_timescale())}
+        self._out = av.open(str(self._temp), mode="w", format="mp4", container_options=options)
 
     def _movie_timescale(self) -> int:
         """A movie clock every track's start offset is a whole number of ticks of.
@@ -234,10 +259,37 @@ class Mp4Sink:
     # -- video ----------------------------------------------------------------------
 
     def _start(self, width: int, height: int) -> None:
-        """Add the streams, sized from the first image. The header follows on first mux."""
+        """Choose the encoder and add the streams, sized from the first image.
+
+        The header follows on the first mux.
+        """
+        assert self._out is not None
+        encoder = choose_encoder(self._requested, width, height, what=self.path)
+        if encoder == "h264_nvenc":
+            try:
+                self._add_video(encoder, width, height).codec_context.open()
+            except (av.FFmpegError, OSError) as err:
+                # The probe passed but this open did not (another process took the
+                # last NVENC session, say). Streams cannot be removed from a container,
+                # but nothing is written yet: start a new one on the same file.
+                log.warning("%s: h264_nvenc failed to start (%s); encoding with libx264 instead",
+                            self.path, _reason(err))  # fmt: skip
+                self._out.close()
+                self._open_output()
+                encoder = "libx264"
+        if encoder == "libx264":
+            self._add_video(encoder, width, height)  # opened by the first encode() call
+        self.encoder = encoder
+        self._size = (width, height)
+        if self._audio_in is not None:
+            for source in self._audio_streams:
+                self._audio_map[source.index] = self._out.add_stream_from_template(source)
+
+    def _add_video(self, encoder: str, width: int, height: int) -> av.VideoStream:
+        """Add the video stream for ``encoder``: yuv420p, BT.709, the source's clock."""
         assert self._out is not None
         fps = self.info.fps if self.info.fps and self.info.fps > 0 else 25.0
-        stream = self._out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1_001_000))
+        stream = self._out.add_stream(encoder, rate=Fraction(fps).limit_denominator(1_001_000))
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
         # The encoder, and so every packet, counts in the source's time base: frame
@@ -245,15 +297,11 @@ class Mp4Sink:
         stream.time_base = self.info.time_base
         codec = stream.codec_context
         codec.time_base = self.info.time_base
-        codec.thread_count = self._threads
-        codec.options = {"crf": str(self._crf), "preset": self._preset}
+        configure(stream, encoder, crf=self._crf, preset=self._preset, threads=self._threads)
         codec.colorspace = codec.color_primaries = codec.color_trc = _BT709
         codec.color_range = ColorRange.MPEG
         self._video = stream
-        self._size = (width, height)
-        if self._audio_in is not None:
-            for source in self._audio_streams:
-                self._audio_map[source.index] = self._out.add_stream_from_template(source)
+        return stream
 
     def _next_pts(self, pts: int | None, seconds: float) -> int:
         """The pts to encode with: the given one, or one derived from ``seconds``."""
@@ -285,7 +333,10 @@ class Mp4Sink:
             raise ValueError(f"expected a uint8 RGB (H, W, 3) image, got {image.dtype} {image.shape}")
         height, width = image.shape[:2]
         if self._size is None:
-            self._start(width, height)
+            try:
+                self._start(width, height)
+            except (av.FFmpegError, OSError) as err:
+                self._fail("cannot start the video", err)
         elif (width, height) != self._size:
             raise ValueError(f"image is {width}x{height} but this video is {self._size[0]}x{self._size[1]}")
         if width % 2 or height % 2:

@@ -8,6 +8,13 @@ before any work starts, and :attr:`FileSource.info` can report the *upright* siz
 Timestamps are carried from the decoder untouched (``frame.pts`` in the stream's
 ``time_base``) so that :class:`~camvideo.sinks.Mp4Sink` can write them back and a
 variable-frame-rate video keeps its timing exactly.
+
+Hardware decoding (``FileSource(path, hwaccel="cuda")``: NVDEC through PyAV's
+:class:`~av.codec.hwaccel.HWAccel`) is an optimisation, never a requirement: when the
+device, its driver or the stream's profile does not allow it, the file is opened again
+in software and the fallback is logged at INFO level (the CLI shows warnings only).
+Decoded frames are downloaded to system memory either way, so everything after the
+decoder (colour matrix, rotation, timestamps) is the same code path.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.codec.hwaccel import HWAccel, hwdevices_available
 from av.video.reformatter import Colorspace
 
 from .errors import InputError
@@ -49,6 +57,8 @@ _TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
 _TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 
 _MAX_LEADING_ERRORS = 250  # undecodable packets before the first frame before we give up
+
+_THREAD_TYPES = frozenset({"AUTO", "FRAME", "SLICE", "NONE"})
 
 # Orientation step = (quarter turns counter-clockwise for np.rot90, flip rows, flip columns).
 _Orientation = tuple[int, bool, bool]
@@ -99,6 +109,14 @@ def _one_line(err: BaseException) -> str:
     """PyAV's message for ``err`` without the file name it repeats, on one line."""
     text = getattr(err, "strerror", None) or str(err) or type(err).__name__
     return " ".join(str(text).split())
+
+
+def _hw_failure(err: BaseException, path: Path) -> str:
+    """Why a hardware-decoding attempt failed, on one line (without the file name)."""
+    cause = err.__cause__ if isinstance(err, InputError) and err.__cause__ is not None else err
+    text = _one_line(cause)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def _orientation(frame: av.VideoFrame) -> tuple[_Orientation, int]:
@@ -199,18 +217,44 @@ class FileSource:
     there were). :meth:`close` may be called from another thread: the iterator checks
     for it before every packet and stops promptly.
 
+    With ``hwaccel`` (a PyAV hardware device type, ``"cuda"`` for NVDEC), the file is
+    first opened with that decoder and its first frame decoded; if anything fails on
+    the way (no device or driver, an error at open or at the first decode, no frame at
+    all, a codec or profile the device cannot decode) the whole open is done again in
+    software, logged with ``log.info``. :attr:`hwaccel` and :attr:`decoder` say what is
+    actually decoding.
+
     Args:
         path: the video file.
         threads: decoder threading, one of ``"AUTO"`` (frame + slice threads),
             ``"FRAME"``, ``"SLICE"`` or ``"NONE"``.
+        hwaccel: hardware device type to decode on (one of
+            :func:`av.codec.hwaccel.hwdevices_available`, e.g. ``"cuda"``), or None
+            for software decoding.
+
+    Attributes:
+        hwaccel: the device type actually decoding, None for software.
+        decoder: the decoder in words, e.g. ``"h264"`` or ``"h264 (cuda)"``.
 
     Raises:
         InputError: missing file, folder, empty file, not a media file, no video
-            stream, no decoder for it, or no frame could be decoded.
+            stream, no decoder for it, or no frame could be decoded (in software:
+            a hardware failure is never what is reported).
+        ValueError: ``threads`` or ``hwaccel`` is not a known name (a programming
+            error: the command line only offers valid ones).
     """
 
-    def __init__(self, path: str | PathLike, *, threads: str = "AUTO") -> None:
+    def __init__(self, path: str | PathLike, *, threads: str = "AUTO", hwaccel: str | None = None) -> None:
+        if not isinstance(threads, str) or threads.upper() not in _THREAD_TYPES:
+            raise ValueError(f"threads must be AUTO, FRAME, SLICE or NONE, not {threads!r}")
+        # HWAccel() itself accepts any string (an unknown one silently means "any
+        # device"), so the name is checked here.
+        if hwaccel is not None and hwaccel not in hwdevices_available():
+            known = ", ".join(hwdevices_available()) or "none in this FFmpeg build"
+            raise ValueError(f"hwaccel must be a hardware device type ({known}), not {hwaccel!r}")
         self.path = Path(path)
+        self.hwaccel: str | None = None
+        self.decoder = ""
         self.frames_lost = 0
         self._container: av.container.InputContainer | None = None
         # Held while PyAV touches the container, so close() from another thread never
@@ -222,18 +266,78 @@ class FileSource:
         self._truncated = False
         self._pending: deque[av.VideoFrame] = deque()
         self._check_file()
-        try:
-            # An absolute path never parses as an FFmpeg protocol ("a:b.mp4" would).
-            self._container = av.open(str(self.path.absolute()), mode="r", metadata_errors="replace")
-        except (av.FFmpegError, OSError) as err:
-            raise InputError(f"{self.path}: not a video file that can be read ({_one_line(err)})") from err
-        try:
-            self._open_stream(threads)
-        except BaseException:
-            self.close()
-            raise
+        if hwaccel is not None:
+            self._open_hw(threads, hwaccel)
+        if self._container is None:  # software, asked for or as the fallback
+            try:
+                self._open(threads, None)
+            except BaseException:
+                self.close()
+                raise
+            self.decoder = self.info.codec
 
     # -- opening --------------------------------------------------------------------
+
+    def _open(self, threads: str, hwaccel: str | None) -> None:
+        """Open the container (on ``hwaccel``'s device) and decode the first frame."""
+        # Frames are downloaded to system memory (is_hw_owned=False), so the RGB
+        # conversion below is the same as for software frames. allow_software_fallback
+        # lets FFmpeg decode a stream the device cannot handle in software instead of
+        # failing; _open_hw notices that and starts again without the device.
+        extra = {} if hwaccel is None else {"hwaccel": HWAccel(device_type=hwaccel, allow_software_fallback=True)}
+        try:
+            # An absolute path never parses as an FFmpeg protocol ("a:b.mp4" would).
+            self._container = av.open(str(self.path.absolute()), mode="r", metadata_errors="replace", **extra)
+        except (av.FFmpegError, OSError) as err:
+            raise InputError(f"{self.path}: not a video file that can be read ({_one_line(err)})") from err
+        self._open_stream(threads)
+
+    def _open_hw(self, threads: str, hwaccel: str) -> None:
+        """Try to open the file on ``hwaccel``; on any failure leave it closed, logged.
+
+        The failure can come at open (no device: EPERM/ENODEV from the driver), at the
+        first decode, or as no frame at all; and FFmpeg's own fallback may decode in
+        software inside the device's container. Each ends in a plain software open by
+        the caller, so software decoding behaves exactly as without ``hwaccel``.
+        """
+        try:
+            self._open(threads, hwaccel)
+            reason = self._hw_not_used(hwaccel)
+        except Exception as err:  # noqa: BLE001 - any failure means "use software"
+            # No container yet: the device (or the file) could not be opened at all.
+            stage = "open" if self._container is None else "first frame"
+            reason = f"{stage} failed: {_hw_failure(err, self.path)}"
+        except BaseException:  # Ctrl-C while opening: release the file, don't retry
+            self.close()
+            raise
+        if reason is None:
+            self.hwaccel = hwaccel
+            self.decoder = f"{self.info.codec} ({hwaccel})"
+            log.debug("%s: decoding %s on %s", self.path, self.info.codec, hwaccel)
+            return
+        log.info("%s: %s hardware decoding not used (%s); decoding in software", self.path, hwaccel, reason)
+        # Closed before the software open: the device context and the file go with it.
+        with self._lock:
+            self._release()
+        self.frames_lost = 0
+        self._truncated = False
+
+    def _hw_not_used(self, hwaccel: str) -> str | None:
+        """None when the first frame came from ``hwaccel``'s device, else why not.
+
+        PyAV attaches the device only to codecs that have a config for it, and
+        FFmpeg's get_format falls back to a software pixel format when the device
+        cannot decode the stream (an unsupported profile, 4:4:4, a size too large);
+        after the first frame the codec context's pixel format says which happened.
+        """
+        context = self._stream.codec_context
+        formats = [c.format.name for c in context.codec.hardware_configs
+                   if c.device_type.name == hwaccel and c.is_supported and c.format is not None]  # fmt: skip
+        if not formats or not context.is_hwaccel:
+            return f"no {hwaccel} decoder for {self.info.codec}"
+        if context.pix_fmt not in formats:
+            return f"the {hwaccel} decoder cannot decode this {self.info.codec} stream"
+        return None
 
     def _check_file(self) -> None:
         """Give the common mistakes a clearer message than FFmpeg's."""
@@ -269,11 +373,8 @@ class FileSource:
         codec_name = stream.codec_context.name
         if codec_name in _TEXT_CODECS:
             raise InputError(f"{self.path}: is a text file, not a video")
-        try:
-            stream.codec_context.thread_type = threads.upper()
-            stream.codec_context.thread_count = 0  # let FFmpeg pick from the CPU count
-        except (AttributeError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"threads must be AUTO, FRAME, SLICE or NONE, not {threads!r}") from err
+        stream.codec_context.thread_type = threads.upper()  # checked in __init__
+        stream.codec_context.thread_count = 0  # let FFmpeg pick from the CPU count
         self._stream = stream
         self._packets = container.demux(stream)
 
@@ -477,4 +578,5 @@ class FileSource:
         self.close()
 
     def __repr__(self) -> str:
-        return f"FileSource({str(self.path)!r})"
+        hw = f", hwaccel={self.hwaccel!r}" if self.hwaccel else ""
+        return f"FileSource({str(self.path)!r}{hw})"

@@ -210,3 +210,48 @@ def test_ctrl_c_finishes_the_file_with_frames_done(tmp_path: Path) -> None:
     n = len(video_pts(out))
     assert 0 < n < 1440
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def short_clips(folder: Path, count: int, frames: int = 16) -> list[Path]:
+    """``count`` different short clips cut from the cat sample, downscaled (fast to annotate)."""
+    import cv2
+
+    from camvideo.sinks import Mp4Sink
+
+    folder.mkdir()
+    with FileSource(CATS) as source:
+        images = [cv2.resize(f.image, (192, 128), interpolation=cv2.INTER_AREA) for _, f in zip(range(count * frames), source)]
+        info = source.info
+    paths = []
+    for k in range(count):
+        path = folder / f"clip{k}.mp4"
+        with Mp4Sink(path, info) as sink:
+            for i in range(frames):
+                sink.write(images[k * frames + i], i * 512, i / 25)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.timeout(300)
+def test_jobs_annotate_a_folder_at_once_with_the_same_results(tmp_path: Path, capsys) -> None:
+    short_clips(tmp_path / "in", 3)
+    outs = {}
+    for jobs in ("1", "3"):
+        out = tmp_path / f"out{jobs}"
+        code = main(["annotate", str(tmp_path / "in"), "-o", str(out), "--jsonl", str(out), "--jobs", jobs,
+                     "--batch-size", "4", "--quiet"])  # fmt: skip
+        assert code == 0
+        outs[jobs] = out
+    assert sorted(p.name for p in outs["3"].iterdir()) == sorted(p.name for p in outs["1"].iterdir()) == [
+        "clip0.cam.mp4", "clip0.jsonl", "clip1.cam.mp4", "clip1.jsonl", "clip2.cam.mp4", "clip2.jsonl"]  # fmt: skip
+    for k in range(3):
+        one = [json.loads(line) for line in (outs["1"] / f"clip{k}.jsonl").read_text().splitlines()]
+        three = [json.loads(line) for line in (outs["3"] / f"clip{k}.jsonl").read_text().splitlines()]
+        assert len(one) == 16 and [r["frame"] for r in three] == list(range(16))
+        for a, b in zip(one, three):  # each video got its own frames' answers, in order
+            assert (a["class"], a["box"]) == (b["class"], b["box"])
+            assert a["score"] == pytest.approx(b["score"], rel=1e-5)
+        assert video_pts(outs["3"] / f"clip{k}.cam.mp4") == video_pts(outs["1"] / f"clip{k}.cam.mp4")
+    # The clips' answers differ, so a video given another's results would have been caught.
+    boxes = [[json.loads(line)["box"] for line in (outs["1"] / f"clip{k}.jsonl").read_text().splitlines()] for k in range(3)]
+    assert boxes[0] != boxes[1] != boxes[2] != boxes[0]

@@ -92,3 +92,30 @@ def test_torch_compile_gives_the_same_maps() -> None:
                 out = ex.explain(batch)
                 torch.testing.assert_close(out.maps, reference.maps, rtol=1e-4, atol=1e-6)
             assert ex.model is net  # the public model stays the plain module
+
+
+def test_static_batch_pads_to_one_shape_and_drops_the_copies() -> None:
+    from camvideo.annotator import FrameAnnotator
+    from camvideo.smoothing import TemporalSmoother
+    from camvideo.video import Frame
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    ).eval()  # fmt: skip
+    images = frames(11, 48, 64)
+    video = [Frame(index=i, image=images[i], pts=i, time=i / 25) for i in range(11)]
+    shapes: list[tuple[int, ...]] = []
+    with Explainer(net, method="cam", device="cpu") as ex:
+        ex.model.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+        plain = FrameAnnotator(ex, Renderer(), TemporalSmoother(0.25))
+        padded = FrameAnnotator(ex, Renderer(), TemporalSmoother(0.25), static_batch=4)
+        want = [r for b in (video[0:4], video[4:8], video[8:]) for r in plain(b)]
+        shapes.clear()
+        got = [r for b in (video[0:4], video[4:8], video[8:]) for r in padded(b)]
+    assert [s[0] for s in shapes] == [4, 4, 4]  # the last batch of 3 went in as 4
+    assert len(got) == 11
+    for a, b in zip(got, want):  # the copy changed nothing: maps, smoothing, classes, pixels
+        assert a.classes == b.classes and a.box == b.box
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1

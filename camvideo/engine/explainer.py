@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
@@ -75,6 +76,10 @@ class Explainer:
     The model is put in ``eval()`` mode and moved to ``device``; ``precision`` (fp32,
     fp16, bf16) is the model's dtype; maps are always float32. ``compile=True`` runs the
     forward passes through ``torch.compile`` (static shapes: one compilation per input size).
+
+    One Explainer may serve several threads (videos annotated at once on one GPU): its
+    calls take turns on a lock, since the hook, the upload buffers and the method's
+    state belong to one call at a time. Rendering and the codecs run outside it.
     """
 
     def __init__(
@@ -123,6 +128,7 @@ class Explainer:
         self._shift = (torch.tensor(self.spec.mean) / torch.tensor(self.spec.std)).view(1, 3, 1, 1).to(self.device)
         self._scorecam_chunk = scorecam_chunk
         self._uploader = FrameUploader(self.device)
+        self._lock = threading.RLock()  # one call at a time: hook captures, upload slots
         # torch.compile wraps the model for the forward passes; hooks stay on the module itself
         self._runner = torch.compile(self.model, dynamic=False) if compile else self.model
         self._method: CAMMethod | None = make_method(method, self.model, self.report, self._runner, chunk=scorecam_chunk)
@@ -143,15 +149,17 @@ class Explainer:
     def set_method(self, method: str) -> None:
         """Switch the CAM method. If the new one cannot be used (``cam`` without a GAP head),
         the error is raised and the current method stays."""
-        new = make_method(method, self.model, self.report, self._runner, chunk=self._scorecam_chunk)
-        self.close()
-        self._method = new
+        with self._lock:
+            new = make_method(method, self.model, self.report, self._runner, chunk=self._scorecam_chunk)
+            self.close()
+            self._method = new
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
-        if self._method is not None:
-            self._method.close()
-            self._method = None
+        with self._lock:
+            if self._method is not None:
+                self._method.close()
+                self._method = None
 
     def __enter__(self) -> "Explainer":
         return self
@@ -185,7 +193,8 @@ class Explainer:
         if isinstance(frames, np.ndarray):
             if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[-1] != 3:
                 raise ValueError(f"frames must be uint8 RGB of shape (N, H, W, 3); got {frames.shape} {frames.dtype}")
-            return self._uploader.upload(frames if frames.ndim == 4 else frames[None])
+            with self._lock:
+                return self._uploader.upload(frames if frames.ndim == 4 else frames[None])
         t = frames
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"frames must be a numpy array or a torch tensor, not {type(frames).__name__}")
@@ -225,7 +234,8 @@ class Explainer:
         else:
             x = self.preprocess(frames)
         select, squeeze = self.selector(target)
-        maps, logits, classes = self._live_method()(x, select)
+        with self._lock:
+            maps, logits, classes = self._live_method()(x, select)
         scores = torch.softmax(logits.float(), dim=1).gather(1, classes)
         if squeeze and classes.shape[1] == 1:
             maps, classes, scores = maps[:, 0], classes[:, 0], scores[:, 0]

@@ -149,8 +149,12 @@ def efficientnet_lite0(weights: str | os.PathLike | None = None, pretrained: boo
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except OSError as err:
             raise ModelError(f"cannot read EfficientNet-Lite0 weights {os.fspath(weights)}: {err.strerror or err}") from None
-        except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError):
-            raise ModelError(f"{os.fspath(weights)} is not a PyTorch weights file (torch.save state dict)") from None
+        except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:
+            from . import _load_error  # the package imports this module lazily: no cycle
+
+            # Say why (a refused global means code in the pickle, which never runs here).
+            raise ModelError(f"{os.fspath(weights)} is not a PyTorch weights file (torch.save state dict): "
+                             f"{_load_error(err)}") from None  # fmt: skip
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         try:
