@@ -33,7 +33,7 @@ class AnnotateSettings:
 
     target: Target = None
     smooth: float = 0.25  # seconds; 0 turns smoothing off
-    batch_size: int = 8
+    batch_size: int | None = None  # frames per model call; None: default_batch_size(device)
     crf: int = 23
     preset: str = "veryfast"
     overwrite: bool = False
@@ -41,6 +41,17 @@ class AnnotateSettings:
     hwaccel: str | None = None  # hardware decoder device type ("cuda"), None for software
     encoder: str = "libx264"  # "libx264", "h264_nvenc" or "auto" (NVENC where it works)
     static_batch: bool = False  # pad the last batch to batch_size (torch.compile: one shape)
+
+
+def default_batch_size(device_type: str) -> int:
+    """Frames per model call when none is given: 32 on a GPU; 2 on the CPU.
+
+    On the CPU, bigger batches cost more CPU time per frame (EfficientNet-Lite0 at
+    224x398: ~78 ms/frame at batch 1 vs ~107 at batch 8, one thread; worse cache use),
+    and the pipeline's codecs need that CPU: batch 2 gave the best whole-pipeline
+    figure of 2/4/8 (``benchmarks/bench_pipeline.py --sweep``).
+    """
+    return 32 if device_type == "cuda" else 2
 
 
 @dataclass(frozen=True)
@@ -99,12 +110,13 @@ def annotate_video(
         check_output(input_path, path, settings.overwrite)
     if len({path.resolve() for path in outputs}) < len(outputs):
         raise OutputError(f"{output}: the video, --jsonl and --maps outputs must be different files")
+    batch_size = settings.batch_size or default_batch_size(explainer.device.type)
     with FileSource(input_path, hwaccel=settings.hwaccel) as source:
         if on_start is not None:
             on_start(source)
         annotator = FrameAnnotator(
             explainer, renderer, TemporalSmoother(settings.smooth), settings.target, keep_maps=maps is not None,
-            static_batch=settings.batch_size if settings.static_batch else None,
+            static_batch=batch_size if settings.static_batch else None,
         )
         writers: list = []
         sink = Mp4Sink(output, source.info, audio_from=input_path if source.info.has_audio else None,
@@ -124,7 +136,7 @@ def annotate_video(
                 if on_frame is not None:
                     on_frame(result)
 
-            pipeline = Pipeline(source, annotator, consume, batch_size=settings.batch_size,
+            pipeline = Pipeline(source, annotator, consume, batch_size=batch_size,
                                 close_source=source.close, stall_timeout=settings.stall_timeout,
                                 interrupt=context.interrupt if context else None)  # fmt: skip
             stats = pipeline.run()

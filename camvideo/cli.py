@@ -32,7 +32,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--target", default="top1", help="top1, topK, a class index or a class name [%(default)s]")
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N [%(default)s]")
     group.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="model precision [%(default)s]")
-    group.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="frames per model call [%(default)s]")
+    group.add_argument("--batch-size", type=_positive_int, metavar="N", help="frames per model call [2 on the CPU, 32 on CUDA]")
 
 
 def _render_options(parser: argparse.ArgumentParser) -> None:

@@ -90,7 +90,7 @@ class Rendered:
     """A rendered batch: host uint8 RGB frames and one box (or None) per frame
     (computed whether or not it is drawn)."""
 
-    images: np.ndarray  # (N, H, W', 3); W' = 2W when side by side
+    images: np.ndarray  # (N, H, W', 3); W' = 2W when side by side; each images[i] C-contiguous
     boxes: list[Box | None]
 
 
@@ -172,13 +172,16 @@ class Renderer:
             blended = (self.alpha * self.heat(index).float() + (1.0 - self.alpha) * frames.float()).round_().to(torch.uint8)
         if self.side_by_side:
             blended = torch.cat([frames, blended], dim=2)
-        # One device -> host copy per frame: the colormap index (for the box rule) rides
-        # along as a fourth channel of the overlay panel.
-        packed = torch.empty((*blended.shape[:3], 4), dtype=torch.uint8, device=blended.device)
-        packed[..., :3] = blended
-        packed[:, :, blended.shape[2] - width :, 3] = index
+        # One device -> host copy per batch: each frame's row holds its image, then its
+        # colormap index (for the box rule). On the host both are views of that row, each
+        # frame's image C-contiguous, so no strided copy is needed to split them.
+        panel = blended.shape[2]
+        size = height * panel * 3
+        packed = torch.empty((n, size + height * width), dtype=torch.uint8, device=blended.device)
+        packed[:, :size] = blended.reshape(n, size)
+        packed[:, size:] = index.reshape(n, height * width)
         host = self._downloader(packed.device).download(packed)
-        return np.ascontiguousarray(host[..., :3]), host[:, :, blended.shape[2] - width :, 3]
+        return host[:, :size].reshape(n, height, panel, 3), host[:, size:].reshape(n, height, width)
 
     def _overlay_opencv(self, frames: np.ndarray, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n, height, width, _ = frames.shape

@@ -61,6 +61,8 @@ def test_torch_and_opencv_backends_agree() -> None:
         assert np.abs(a.images.astype(int) - t.images.astype(int)).max() <= 1
         assert a.boxes == t.boxes
         np.testing.assert_array_equal(a.images[:, :, :130], frames.numpy())  # left half is the original
+        # each frame C-contiguous (the encoder and cv2 take it without a copy) in both layouts
+        assert all(image.flags.c_contiguous for image in (*a.images, *t.images))
 
 
 def test_normalize_maps_minmax_and_bounds() -> None:
