@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import stat
-import struct
 import threading
 import time
 from collections import deque
@@ -31,11 +30,10 @@ from os import PathLike
 from pathlib import Path
 
 import av
-import numpy as np
 from av.codec.hwaccel import HWAccel, hwdevices_available
-from av.video.reformatter import Colorspace
 
 from .errors import InputError
+from .upright import orientation, turn_upright, yuv_matrix
 from .video import Frame, VideoInfo
 
 __all__ = ["VIDEO_EXTENSIONS", "find_videos", "FileSource"]
@@ -60,9 +58,6 @@ _MAX_LEADING_ERRORS = 250  # undecodable packets before the first frame before w
 
 _THREAD_TYPES = frozenset({"AUTO", "FRAME", "SLICE", "NONE"})
 
-# Orientation step = (quarter turns counter-clockwise for np.rot90, flip rows, flip columns).
-_Orientation = tuple[int, bool, bool]
-_UPRIGHT: _Orientation = (0, False, False)
 
 
 def find_videos(inputs: Sequence[str | PathLike]) -> list[Path]:
@@ -117,83 +112,6 @@ def _hw_failure(err: BaseException, path: Path) -> str:
     text = _one_line(cause)
     prefix = f"{path}: "
     return text[len(prefix):] if text.startswith(prefix) else text
-
-
-def _orientation(frame: av.VideoFrame) -> tuple[_Orientation, int]:
-    """How to turn ``frame`` upright, and the clockwise turn that involves, in degrees.
-
-    Reads the frame's display matrix (the MP4/MOV ``tkhd`` matrix or the old ``rotate``
-    tag, which FFmpeg turns into the same side data) and maps it exactly the way the
-    ``ffmpeg`` CLI's autorotate does (fftools ``get_rotation`` + transpose/hflip/vflip),
-    so the picture comes out as a player shows it, mirrored matrices included.
-    ``frame.rotation`` alone is not enough: a pure mirror reads as -180 degrees.
-    Angles that are not a multiple of 90 degrees are left alone (logged).
-    """
-    matrix = None
-    for side in frame.side_data:
-        if "DISPLAYMATRIX" in str(side.type):
-            raw = bytes(side)
-            if len(raw) >= 36:
-                matrix = struct.unpack("<9i", raw[:36])
-            break
-    if matrix is None:
-        return _UPRIGHT, 0
-    a, b, c, d = (v / 65536.0 for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
-    scale_x, scale_y = np.hypot(a, c), np.hypot(b, d)
-    if scale_x == 0 or scale_y == 0:
-        return _UPRIGHT, 0
-    # av_display_rotation_get() is counter-clockwise; ffmpeg negates it to get the
-    # clockwise angle it has to apply, normalised to [0, 360).
-    theta = -round(-np.degrees(np.arctan2(b / scale_y, a / scale_x)))
-    theta -= 360 * np.floor(theta / 360 + 0.9 / 360)
-    if abs(theta - 90) < 1:
-        # transpose=cclock_flip (a plain transpose) or transpose=clock
-        steps: _Orientation = (1, True, False) if c > 0 else (-1, False, False)
-    elif abs(theta - 180) < 1:
-        steps = (0, d < 0, a < 0)  # vflip and/or hflip
-    elif abs(theta - 270) < 1:
-        # transpose=clock_flip or transpose=cclock
-        steps = (-1, True, False) if c < 0 else (1, False, False)
-    elif abs(theta) < 1:
-        steps = (0, d < 0, False)
-    else:
-        log.warning("display rotation of %.0f degrees is not a multiple of 90; frames left as stored", theta)
-        return _UPRIGHT, 0
-    # Report the turn only (a pure mirror is rotation 0; both flips are 180 degrees).
-    turns, flip_rows, flip_cols = steps
-    clockwise = (-90 * turns) % 360
-    if flip_rows and flip_cols:
-        clockwise = (clockwise + 180) % 360
-    return steps, clockwise
-
-
-# AVColorSpace (what the frame is tagged with) -> swscale's matrix.
-_MATRICES = {1: Colorspace.ITU709, 4: Colorspace.FCC, 5: Colorspace.ITU601, 6: Colorspace.ITU601,
-             7: Colorspace.SMPTE240M, 9: Colorspace.BT2020, 10: Colorspace.BT2020}  # fmt: skip
-
-
-def _yuv_matrix(frame: av.VideoFrame) -> Colorspace:
-    """The YUV->RGB matrix for ``frame``: its tag, else what players assume.
-
-    Untagged video is BT.709 when it is HD and BT.601 otherwise (the rule mpv and
-    browsers use), so colours match what the user sees in a player.
-    """
-    tagged = _MATRICES.get(int(frame.colorspace))
-    if tagged is not None:
-        return tagged
-    return Colorspace.ITU709 if frame.width >= 1280 or frame.height > 576 else Colorspace.ITU601
-
-
-def _apply(image: np.ndarray, steps: _Orientation) -> np.ndarray:
-    """Turn ``image`` upright; returns a C-contiguous array (consumers hand it to torch/cv2)."""
-    turns, flip_rows, flip_cols = steps
-    if turns:
-        image = np.rot90(image, turns)
-    if flip_rows:
-        image = image[::-1]
-    if flip_cols:
-        image = image[:, ::-1]
-    return np.ascontiguousarray(image)
 
 
 class FileSource:
@@ -387,7 +305,7 @@ class FileSource:
                 raise InputError(f"{self.path}: no video frame could be decoded ({codec_name} codec)")
         self._cut_short = self._index_past_end()
         first = self._pending[0]
-        self._orientation, rotation = _orientation(first)
+        self._orientation, rotation = orientation(first)
 
         width, height = first.width, first.height
         self._stored_size = (width, height)  # every frame comes out this size (before turning)
@@ -480,7 +398,7 @@ class FileSource:
         captured = time.monotonic()
         # swscale converts any pixel format (10-bit, 4:4:4, gray, palettes) to rgb24;
         # it only needs to be told which YUV matrix and range the frame uses.
-        kwargs = {"src_colorspace": _yuv_matrix(frame)}
+        kwargs = {"src_colorspace": yuv_matrix(frame)}
         if frame.color_range:  # full-range ("JPEG") YUV must not be stretched again
             kwargs["src_color_range"] = frame.color_range
         if (frame.width, frame.height) != self._stored_size:
@@ -491,7 +409,7 @@ class FileSource:
                 self._resized_warned = True
                 log.warning("%s: the video changes size from %dx%d to %dx%d at frame %d; scaled to %dx%d",
                             self.path, *self._stored_size, frame.width, frame.height, index, *self._stored_size)  # fmt: skip
-        image = _apply(frame.to_ndarray(format="rgb24", **kwargs), self._orientation)
+        image = turn_upright(frame.to_ndarray(format="rgb24", **kwargs), self._orientation)
         if frame.pts is not None:
             pts, seconds = int(frame.pts), float(frame.time)
         else:
