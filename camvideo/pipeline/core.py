@@ -134,9 +134,9 @@ class Pipeline(Generic[R]):
     ``sink`` gets each result in order. ``close_source`` is called to unblock a source
     that may be waiting on a device (a camera read) when the pipeline stops.
 
-    ``interrupt`` is an event that, once
-    set, stops the pipeline as Ctrl-C would (``stats.interrupted``): Ctrl-C reaches only
-    the main thread, so whoever runs pipelines in worker threads relays it this way.
+    ``interrupt`` is an event that, once set, stops the pipeline as Ctrl-C would
+    (``stats.interrupted``): Ctrl-C reaches only the main thread, so whoever runs
+    pipelines in worker threads relays it this way.
     """
 
     def __init__(

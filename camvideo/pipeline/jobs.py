@@ -112,6 +112,7 @@ def _run_threads(items, work, jobs: int, interrupted) -> Iterator[tuple]:
     for thread in threads:
         thread.start()
     running = jobs
+    ctrl_c = False
     try:
         while running:
             try:
@@ -119,8 +120,9 @@ def _run_threads(items, work, jobs: int, interrupted) -> Iterator[tuple]:
             except queue.Empty:
                 continue
             except KeyboardInterrupt:
-                if interrupt.is_set():
+                if ctrl_c:
                     raise  # the second Ctrl-C: stop waiting
+                ctrl_c = True
                 no_more.set()
                 interrupt.set()
                 continue
@@ -129,8 +131,9 @@ def _run_threads(items, work, jobs: int, interrupted) -> Iterator[tuple]:
                 continue
             yield outcome.item, outcome.result
     finally:
-        # The caller stopped early (or a second Ctrl-C): let the running jobs finish
-        # their outputs rather than abandon them half-written.
+        # The caller stopped early (or a second Ctrl-C): the running jobs stop as on
+        # Ctrl-C and finish their outputs in their (daemon) threads; the CLI waits for
+        # those threads before it exits.
         no_more.set()
         if running:
             interrupt.set()
