@@ -91,8 +91,13 @@ def test_soak_20k_frames_through_the_pipeline(tmp_path: Path) -> None:
           f"{reference['rss'] / 2**20:.1f} MiB, growth {growth / 2**20:.2f} MiB; threads {reference['threads']} "
           f"({reference['os_threads']} OS), fds {reference['fds']}, hooks {reference['hooks']}")  # fmt: skip
     assert growth < RSS_BOUND
-    for key in ("threads", "os_threads", "fds", "hooks"):  # constant while running
+    for key in ("threads", "fds", "hooks"):  # constant while running
         assert {s[key] for s in steady.values()} == {reference[key]}, (key, steady)
+    # Native threads: OpenCV and OpenMP start their worker pools lazily, on the first call
+    # big enough to split, which can come after the warm-up (seen once: 11 -> 12). A leak
+    # would add a thread per video or per batch, far more than that one.
+    native = [s["os_threads"] for _, s in sorted(steady.items())]
+    assert max(native) - reference["os_threads"] <= 1, native
     assert reference["hooks"] == 1  # the explainer's one capture hook
     # once finished: the stage threads are gone, the file is closed, the hook removed
     assert after["threads"] == before["threads"] and after["fds"] == before["fds"] and after["hooks"] == 0
