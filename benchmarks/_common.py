@@ -67,6 +67,28 @@ def machine_facts() -> list[str]:
     return lines
 
 
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) jiffies of the whole machine so far (Linux), None elsewhere.
+
+    On a virtual machine the hypervisor can hand the host's cores to other guests: that
+    "steal" time is time this machine's cores did not run at all. Compare two readings
+    with :func:`steal_percent` to know how much of a benchmark's wall time that was.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return values[7], sum(values)
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of CPU time stolen by the hypervisor between two :func:`cpu_times` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], align: Sequence[str] | None = None) -> str:
     """A GitHub Markdown table. ``align``: one of 'l', 'r', 'c' per column (default: first left, rest right)."""
     rows = [[str(c) for c in row] for row in rows]

@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import camvideo.annotate as annotate_mod  # noqa: E402
-from _common import SAMPLES, fmt, machine_facts, markdown_table, median, run_in_thread, say, usable_cpus  # noqa: E402
+from _common import SAMPLES, cpu_times, fmt, machine_facts, markdown_table, median, run_in_thread, say, steal_percent, usable_cpus  # noqa: E402
 from camvideo.annotate import AnnotateSettings, annotate_video, default_batch_size  # noqa: E402
 from camvideo.annotator import FrameAnnotator, warm_up  # noqa: E402
 from camvideo.engine.layers import resolve_module  # noqa: E402
@@ -394,7 +394,9 @@ def main_report(args: argparse.Namespace) -> None:
                 jobs["gradcam"] = bench.grad_cam_library
             except ImportError:
                 have_gradcam = False
+        times = cpu_times()
         r = run_rounds(jobs, args.repeat)
+        steal = steal_percent(times, cpu_times())
         mem = [] if args.no_memory else memory_check(args.video, workdir, args, bench.n)
 
     stages = ("decode", "engine", "encode")
@@ -411,6 +413,9 @@ def main_report(args: argparse.Namespace) -> None:
         print(line)
     print(f"- model: {bench.ex.spec.name}, method cam, smoothing {SMOOTH} s, CLI render defaults; x264 veryfast crf 23")
     print(f"- settings: {threads_line(args)}; {args.repeat} interleaved rounds, medians")
+    if steal is not None:
+        print(f"- CPU time stolen by the hypervisor (other virtual machines) during the timed rounds: {steal:.0f} % "
+              "(above a few %, this machine did not have its 2 cores and the figures say little)")  # fmt: skip
     print()
     what = {
         "decode": "FileSource over the file",
