@@ -48,11 +48,9 @@ def check_snapshot_path(path: Path) -> Path:
         raise OutputError(f"{path}: snapshots are PNG images; give a name ending in .png")
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name ending in .png")
-    folder = path.absolute().parent
-    if not folder.is_dir():
-        raise OutputError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: folder {folder} is not writable")
+    from .sinks import check_output_folder
+
+    check_output_folder(path)
     return path
 
 

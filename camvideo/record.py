@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from .annotator import FrameResult
 from .errors import OutputError
 from .live import LIVE_TIME_BASE, LiveSource, PacedFileSource, StreamSource
 from .pipeline import DropWorker, Mailbox
-from .sinks import Mp4Sink, _fits_mp4
+from .sinks import Mp4Sink, _fits_mp4, check_output_folder
 from .video import Frame, VideoInfo
 
 __all__ = ["LiveRecorder", "check_recording_path"]
@@ -41,11 +40,7 @@ def check_recording_path(path: Path) -> Path:
         raise OutputError(f"{path}: recordings are MP4 files; give a name ending in .mp4")
     if path.exists():
         raise OutputError(f"{path}: already exists; choose another name")
-    folder = path.absolute().parent
-    if not folder.is_dir():
-        raise OutputError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: folder {folder} is not writable")
+    check_output_folder(path)
     return path
 
 

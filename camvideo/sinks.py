@@ -36,7 +36,7 @@ from .encoders import ENCODERS, X264_PRESETS, choose_encoder, configure, encoder
 from .errors import InputError, OutputError
 from .video import VideoInfo
 
-__all__ = ["Mp4Sink", "X264_PRESETS", "ENCODERS", "encoder_available"]
+__all__ = ["Mp4Sink", "X264_PRESETS", "ENCODERS", "encoder_available", "check_output_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,16 @@ def _reason(err: BaseException) -> str:
         return "disk quota exceeded"
     text = getattr(err, "strerror", None) or str(err) or type(err).__name__
     return " ".join(str(text).split())
+
+
+def check_output_folder(path: Path) -> Path:
+    """The folder ``path`` will be written in; OutputError when it is missing or not writable."""
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: folder {folder} is not writable")
+    return folder
 
 
 def _fits_mp4(stream: av.stream.Stream) -> bool:
@@ -147,11 +157,7 @@ class Mp4Sink:
         if encoder not in ENCODERS:
             raise OutputError(f"{self.path}: encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
 
-        folder = self.path.absolute().parent
-        if not folder.is_dir():
-            raise OutputError(f"{self.path}: folder {folder} does not exist")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise OutputError(f"{self.path}: folder {folder} is not writable")
+        folder = check_output_folder(self.path)
         # Same folder as the target, so the final os.replace() is an atomic rename on
         # one file system; hidden so folder scans (find_videos) skip it.
         self._temp = folder / f".{self.path.name}.partial-{secrets.token_hex(4)}.mp4"
