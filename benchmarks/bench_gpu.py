@@ -9,7 +9,7 @@ worker thread as the pipeline runs its stages, see ``_common.run_in_thread``; CU
 synchronised before and after every timing):
 
 * decode only: ``FileSource`` over the clip, in software and, where ``--hwaccel``
-  resolves to cuda (as the CLI decides, ``camvideo.cli._hwaccel``: auto = cuda on a
+  resolves to cuda (as the CLI decides, ``camvideo.annotate.resolve_hwaccel``: auto = cuda on a
   CUDA device when PyAV can decode on it), ``FileSource(path, hwaccel="cuda")``; the
   decoder really used (``source.decoder``, ``source.hwaccel``: None when it fell back)
   is reported;
@@ -74,9 +74,10 @@ import torch  # noqa: E402
 import camvideo  # noqa: E402
 from _common import SAMPLES, fmt, machine_facts, markdown_table, median, run_in_thread, say  # noqa: E402
 from camvideo import Explainer, Renderer  # noqa: E402
-from camvideo.annotate import AnnotateReport, AnnotateSettings, annotate_many, annotate_video, default_batch_size  # noqa: E402
+from camvideo.annotate import (  # noqa: E402
+    AnnotateReport, AnnotateSettings, VideoJob, annotate_many, annotate_video, default_batch_size, resolve_hwaccel,
+)
 from camvideo.annotator import FrameAnnotator  # noqa: E402
-from camvideo.cli import _hwaccel  # noqa: E402
 from camvideo.encoders import choose_encoder  # noqa: E402
 from camvideo.engine.explainer import resolve_device  # noqa: E402
 from camvideo.pipeline import Pipeline  # noqa: E402
@@ -236,7 +237,7 @@ class Bench:
         self.device = ex.device
         self.renderer = Renderer(class_names=ex.class_names)  # CLI defaults: jet, alpha 0.5, boxes, labels
         self.sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
-        self.hwaccel = _hwaccel(args.hwaccel, self.device.type == "cuda")  # the CLI's choice of decoder
+        self.hwaccel = resolve_hwaccel(args.hwaccel, self.device.type == "cuda")  # the CLI's choice of decoder
         self.rendered: list = []  # (image, pts, seconds) for the encode-only runs
         self.skipped: list[str] = []
         self.failures: list[str] = []
@@ -296,7 +297,7 @@ class Bench:
         return report.stats.frames_written, report_codecs(report)
 
     def folder(self, batch: int) -> tuple[int, str]:
-        pairs = [(p, self.workdir / "out" / f"{p.stem}.cam.mp4") for p in self.inputs]
+        pairs = [VideoJob(p, self.workdir / "out" / f"{p.stem}.cam.mp4") for p in self.inputs]
         frames, codecs, failed = 0, set(), []
         for video, result in annotate_many(pairs, self.ex, self.renderer, self.settings(batch), jobs=len(pairs)):
             if isinstance(result, BaseException):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from av.codec.hwaccel import hwdevices_available
+
 from .annotator import FrameAnnotator, FrameResult
 from .engine.explainer import Explainer, Target
 from .errors import OutputError
@@ -52,6 +54,21 @@ def default_batch_size(device_type: str) -> int:
     figure of 2/4/8 (``benchmarks/bench_pipeline.py --sweep``).
     """
     return 32 if device_type == "cuda" else 2
+
+
+def resolve_hwaccel(choice: str, cuda: bool) -> str | None:
+    """The hardware decoder to try: ``auto`` is NVDEC when the model runs on CUDA.
+
+    Like every fallback of the decoder, a PyAV build without CUDA support decodes on
+    the CPU: silently for ``auto``, with a warning when ``cuda`` was asked for by name.
+    """
+    if choice == "none" or (choice == "auto" and not cuda):
+        return None
+    if "cuda" not in hwdevices_available():
+        if choice != "auto":
+            log.warning("this PyAV build has no CUDA decoding; decoding on the CPU")
+        return None
+    return "cuda"
 
 
 @dataclass(frozen=True)
@@ -174,7 +191,7 @@ SINK_WAIT = 10.0
 
 
 def annotate_many(
-    videos: Sequence[VideoJob | tuple[Path, Path]],
+    videos: Sequence[VideoJob],
     explainer: Explainer,
     renderer: Renderer,
     settings: AnnotateSettings,
@@ -191,8 +208,6 @@ def annotate_many(
     reports say ``interrupted``) and no new video starts. The videos share ``explainer``
     (its calls take turns); each renders with its own copy of ``renderer``.
     """
-    tasks = [v if isinstance(v, VideoJob) else VideoJob(Path(v[0]), Path(v[1])) for v in videos]
-
     def work(video: VideoJob, context: JobContext) -> AnnotateReport:
         on_frame: Callable[[FrameResult], None] | None = None
 
@@ -206,7 +221,7 @@ def annotate_many(
                               maps=video.maps, on_frame=lambda result: on_frame(result) if on_frame else None,
                               on_start=started, context=context)  # fmt: skip
 
-    yield from run_jobs(tasks, work, jobs, interrupted=lambda report: report.interrupted)
+    yield from run_jobs(videos, work, jobs, interrupted=lambda report: report.interrupted)
 
 
 def progress_bar(total: int | None, name: str, enabled: bool, position: int | None = None):

@@ -220,7 +220,7 @@ def _check_not_inputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from .annotate import AnnotateSettings, VideoJob, annotate_many, describe, progress_bar
+    from .annotate import AnnotateSettings, VideoJob, annotate_many, describe, progress_bar, resolve_hwaccel
     from .engine.explainer import Explainer
     from .render import Renderer
     from .samples import sample_video
@@ -237,7 +237,7 @@ def _annotate(args: argparse.Namespace) -> int:
                         side_by_side=args.side_by_side, class_names=explainer.class_names)  # fmt: skip
     cuda = explainer.device.type == "cuda"
     settings = AnnotateSettings(target=args.target, smooth=args.smooth, batch_size=args.batch_size, crf=args.crf,
-                                preset=args.preset, overwrite=args.overwrite, hwaccel=_hwaccel(args.hwaccel, cuda),
+                                preset=args.preset, overwrite=args.overwrite, hwaccel=resolve_hwaccel(args.hwaccel, cuda),
                                 encoder=args.encoder if args.encoder != "auto" or cuda else "libx264",
                                 static_batch=args.compile)  # fmt: skip
     jobs = args.jobs or (min(len(inputs), AUTO_GPU_JOBS) if cuda else 1)
@@ -282,23 +282,6 @@ def _annotate(args: argparse.Namespace) -> int:
 
 #: ``--jobs auto`` on CUDA: videos at once (the CPU-side codecs are then the bottleneck).
 AUTO_GPU_JOBS = 4
-
-
-def _hwaccel(choice: str, cuda: bool) -> str | None:
-    """The hardware decoder to try: ``auto`` is NVDEC when the model runs on CUDA.
-
-    Like every fallback of the decoder, a PyAV build without CUDA support decodes on
-    the CPU: silently for ``auto``, with a warning when ``cuda`` was asked for by name.
-    """
-    from av.codec.hwaccel import hwdevices_available
-
-    if choice == "none" or (choice == "auto" and not cuda):
-        return None
-    if "cuda" not in hwdevices_available():
-        if choice != "auto":
-            logging.getLogger("camvideo").warning("this PyAV build has no CUDA decoding; decoding on the CPU")
-        return None
-    return "cuda"
 
 
 def _jobs(text: str) -> int:
