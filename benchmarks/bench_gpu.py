@@ -9,7 +9,7 @@ worker thread as the pipeline runs its stages, see ``_common.run_in_thread``; CU
 synchronised before and after every timing):
 
 * decode only: ``FileSource`` over the clip, in software and, where ``--hwaccel``
-  resolves to cuda (as the CLI decides, ``camvideo.annotate.resolve_hwaccel``: auto = cuda on a
+  resolves to cuda (as the CLI decides, ``camvideo.jobs.resolve_hwaccel``: auto = cuda on a
   CUDA device when PyAV can decode on it), ``FileSource(path, hwaccel="cuda")``; the
   decoder really used (``source.decoder``, ``source.hwaccel``: None when it fell back)
   is reported;
@@ -74,17 +74,17 @@ import torch  # noqa: E402
 import camvideo  # noqa: E402
 from _common import SAMPLES, fmt, machine_facts, markdown_table, median, run_in_thread, say  # noqa: E402
 from camvideo import Explainer, Renderer  # noqa: E402
-from camvideo.annotate import (  # noqa: E402
+from camvideo.jobs import (  # noqa: E402
     AnnotateReport, AnnotateSettings, VideoJob, annotate_many, annotate_video, default_batch_size, resolve_hwaccel,
 )
-from camvideo.annotator import FrameAnnotator  # noqa: E402
-from camvideo.encoders import choose_encoder  # noqa: E402
+from camvideo.jobs import FrameAnnotator  # noqa: E402
+from camvideo.sinks import choose_encoder  # noqa: E402
 from camvideo.engine.explainer import resolve_device  # noqa: E402
 from camvideo.pipeline import Pipeline  # noqa: E402
 from camvideo.sinks import Mp4Sink  # noqa: E402
-from camvideo.smoothing import TemporalSmoother  # noqa: E402
+from camvideo.render import TemporalSmoother  # noqa: E402
 from camvideo.sources import FileSource  # noqa: E402
-from camvideo.video import Frame, VideoInfo  # noqa: E402
+from camvideo.types import Frame, VideoInfo  # noqa: E402
 
 FAST_METHODS = ("cam", "gradcam", "hirescam", "gradcam++", "layercam", "eigencam")
 ENGINE_TARGET = ("cam", 32, 0.9)  # method, batch, engine fps >= 0.9 x forward-only fps
@@ -131,7 +131,7 @@ def make_clip(path: Path, frames: int, height: int) -> None:
     with Mp4Sink(path, clip, crf=CRF, preset=PRESET, encoder="libx264") as sink:
         for i in range(frames):
             pts = i * ticks
-            sink.write(base[i % len(base)], pts, float(pts * info.time_base))
+            sink.encode(base[i % len(base)], pts, float(pts * info.time_base))
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ class Bench:
     def encode(self) -> tuple[int, str]:
         with Mp4Sink(self.workdir / "encode.mp4", self.info, crf=CRF, preset=PRESET, encoder=self.args.encoder) as sink:
             for image, pts, seconds in self.rendered:
-                sink.write(image, pts, seconds)
+                sink.encode(image, pts, seconds)
         return sink.frames_written, sink.encoder or "?"
 
     def engine_stage(self, batch: int) -> tuple[int, str]:
@@ -317,7 +317,7 @@ class Bench:
                 with Mp4Sink(self.workdir / "capacity" / path.name, source.info, crf=CRF, preset=PRESET,
                              encoder=self.args.encoder) as sink:  # fmt: skip
                     def write(frame: Frame) -> None:
-                        sink.write(frame.image, frame.pts, frame.time)
+                        sink.encode(frame.image, frame.pts, frame.time)
 
                     stats = Pipeline(source, list, write, batch_size=batch, close_source=source.close).run()
             return stats.frames_written, f"{decoder_label(source.decoder)} -> {sink.encoder}"

@@ -1,7 +1,7 @@
 """Live mode: capture-to-display latency and displayed frame rate, in the real window.
 
 A 640x480 30 fps source (the cat clip, resized, encoded once into a temporary file)
-is played in real time by :class:`~camvideo.live.PacedFileSource`, looped, into the
+is played in real time by :class:`~camvideo.sources.PacedFileSource`, looped, into the
 desktop app's :class:`~ui.window.MainWindow` (Qt offscreen platform unless a display
 is set). Latency is measured where the app measures it: from the frame's capture
 time to the end of the paint that showed it. The first seconds (model warm-up) are
@@ -53,8 +53,8 @@ def make_source_clip(path: Path, width: int = 640, height: int = 480, fps: int =
 def measure(clip: Path, every: int, seconds: float, warmup: float, explainer, settings_path: Path, threads: int) -> dict:
     from PyQt6.QtCore import QEventLoop, QSettings, QTimer
 
-    from camvideo.live import PacedFileSource
-    from camvideo.live_session import LatencyMeter, LiveOptions
+    from camvideo.sources import PacedFileSource
+    from camvideo.jobs import LatencyMeter, LiveOptions
     from ui.app import application
     from ui.window import AppOptions, MainWindow
 

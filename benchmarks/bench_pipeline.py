@@ -51,14 +51,14 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import camvideo.annotate as annotate_mod  # noqa: E402
+import camvideo.jobs.annotate as annotate_mod  # noqa: E402
 from _common import SAMPLES, cpu_times, fmt, machine_facts, markdown_table, median, run_in_thread, say, steal_percent, usable_cpus  # noqa: E402
-from camvideo.annotate import AnnotateSettings, annotate_video, default_batch_size  # noqa: E402
-from camvideo.annotator import FrameAnnotator, warm_up  # noqa: E402
+from camvideo.jobs import AnnotateSettings, annotate_video, default_batch_size  # noqa: E402
+from camvideo.jobs import FrameAnnotator, warm_up  # noqa: E402
 from camvideo.engine.layers import resolve_module  # noqa: E402
 from camvideo.render import Renderer  # noqa: E402
 from camvideo.sinks import Mp4Sink  # noqa: E402
-from camvideo.smoothing import TemporalSmoother  # noqa: E402
+from camvideo.render import TemporalSmoother  # noqa: E402
 from camvideo.sources import FileSource  # noqa: E402
 
 SMOOTH = 0.25  # the CLI default
@@ -155,9 +155,9 @@ class Bench:
         return len(self.rendered)
 
     def encode(self) -> int:
-        sink = _Sink(self.workdir / "encode.mp4", self.info, audio_from=self.video if self.info.has_audio else None)
+        sink = _Sink(self.workdir / "encode.mp4", self.info, audio=self.video if self.info.has_audio else None)
         for result in self.rendered:
-            sink.write(result.image, result.frame.pts, result.frame.time)
+            sink.encode(result.image, result.frame.pts, result.frame.time)
         sink.close()
         return sink.frames_written
 

@@ -36,13 +36,13 @@ import torch  # noqa: E402
 
 import corpus  # noqa: E402
 from _common import fmt, machine_facts, markdown_table, say  # noqa: E402
-from camvideo.annotator import FrameAnnotator  # noqa: E402
+from camvideo.jobs import FrameAnnotator  # noqa: E402
 from camvideo.engine import METHODS, Explainer  # noqa: E402
 from camvideo.pipeline import Pipeline  # noqa: E402
 from camvideo.render import Renderer  # noqa: E402
 from camvideo.sinks import Mp4Sink  # noqa: E402
-from camvideo.smoothing import TemporalSmoother  # noqa: E402
-from camvideo.video import Frame, VideoInfo  # noqa: E402
+from camvideo.render import TemporalSmoother  # noqa: E402
+from camvideo.types import Frame, VideoInfo  # noqa: E402
 
 MiB = 2**20
 
@@ -84,7 +84,7 @@ def soak(args: argparse.Namespace) -> tuple[list[list[str]], dict]:
         with Mp4Sink(out, info, preset="ultrafast") as sink:
 
             def consume(result) -> None:
-                sink.write(result.image, result.frame.pts, result.frame.time)
+                sink.encode(result.image, result.frame.pts, result.frame.time)
                 done = result.frame.index + 1
                 if done % args.every == 0 or done == args.warm_up:
                     samples.append((done, time.monotonic() - start, snapshot(process, explainer.model)))

@@ -10,21 +10,25 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["Explainer", "Explanation", "Renderer", "CamvideoError", "VideoInfo", "Frame", "__version__"]
+__all__ = [
+    "Box", "CamvideoError", "Explainer", "Explanation", "Frame", "FrameResult", "Renderer", "VideoInfo", "__version__",
+]  # fmt: skip
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine.explainer import Explainer, Explanation
+    from .engine import Explainer, Explanation
     from .errors import CamvideoError
     from .render import Renderer
-    from .video import Frame, VideoInfo
+    from .types import Box, Frame, FrameResult, VideoInfo
 
 _LAZY = {
-    "Explainer": ".engine.explainer",
-    "Explanation": ".engine.explainer",
+    "Explainer": ".engine",
+    "Explanation": ".engine",
     "Renderer": ".render",
     "CamvideoError": ".errors",
-    "VideoInfo": ".video",
-    "Frame": ".video",
+    "VideoInfo": ".types",
+    "Frame": ".types",
+    "FrameResult": ".types",
+    "Box": ".types",
 }
 
 

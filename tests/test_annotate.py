@@ -17,7 +17,7 @@ import torch
 
 from camvideo import Explainer
 from camvideo.cli import main
-from camvideo.samples import sample_video
+from camvideo.sources import sample_video
 from camvideo.sources import FileSource
 
 BUNNY = sample_video("big_buck_bunny.mp4")
@@ -227,7 +227,7 @@ def short_clips(folder: Path, count: int, frames: int = 16) -> list[Path]:
         path = folder / f"clip{k}.mp4"
         with Mp4Sink(path, info) as sink:
             for i in range(frames):
-                sink.write(images[k * frames + i], i * 512, i / 25)
+                sink.encode(images[k * frames + i], i * 512, i / 25)
         paths.append(path)
     return paths
 

@@ -448,7 +448,7 @@ def test_densenet_functional_relu_cam_refused_or_exact() -> None:
     # identity does not hold for the pre-ReLU "features" output, so cam must refuse, and
     # say to use gradcam; gradcam on that layer is exact (its reference below includes the
     # ReLU's gate). The registry's fix (an nn.ReLU appended to features) makes cam exact.
-    from camvideo.models import _expose_final_activation
+    from camvideo.engine.models import _expose_final_activation
 
     net = _tv_model("densenet121")
     ref = float64_copy(net)
@@ -480,7 +480,7 @@ def test_densenet_functional_relu_cam_refused_or_exact() -> None:
 
 def test_cam_identity_on_default_efficientnet_lite0() -> None:
     try:
-        from camvideo.models.lite0 import lite0_weights_path
+        from camvideo.engine.models.lite0 import lite0_weights_path
 
         lite0_weights_path()
         ex = Explainer("efficientnet_lite0", method="cam", device="cpu")

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, example, given, settings, target
 from hypothesis import strategies as st
 
 import corpus
-from camvideo.annotate import AnnotateSettings, annotate_video
+from camvideo.jobs import AnnotateSettings, annotate_video
 from camvideo.errors import CamvideoError
 from camvideo.pipeline import StageStalled
 from camvideo.render import Renderer

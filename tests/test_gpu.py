@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from camvideo import Explainer, Renderer
-from camvideo.transfer import FrameDownloader, FrameUploader
+from camvideo.render import FrameDownloader, FrameUploader
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 METHODS = ["cam", "gradcam", "hirescam", "gradcam++", "layercam", "eigencam"]
@@ -95,9 +95,9 @@ def test_torch_compile_gives_the_same_maps() -> None:
 
 
 def test_static_batch_pads_to_one_shape_and_drops_the_copies() -> None:
-    from camvideo.annotator import FrameAnnotator
-    from camvideo.smoothing import TemporalSmoother
-    from camvideo.video import Frame
+    from camvideo.jobs import FrameAnnotator
+    from camvideo.render import TemporalSmoother
+    from camvideo.types import Frame
 
     torch.manual_seed(0)
     net = nn.Sequential(

@@ -20,11 +20,12 @@ import pytest
 import torch
 from av.codec.hwaccel import hwdevices_available
 
-from camvideo import encoders
+from camvideo.sinks import encoders
 from camvideo.errors import InputError, OutputError
-from camvideo.sinks import X264_PRESETS, Mp4Sink, encoder_available
+from camvideo.options import X264_PRESETS
+from camvideo.sinks import Mp4Sink, encoder_available
 from camvideo.sources import FileSource
-from camvideo.video import VideoInfo
+from camvideo.types import VideoInfo
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "big_buck_bunny.mp4"
 N_FRAMES = 10
@@ -86,10 +87,10 @@ def transcode(source_path: Path, target: Path, **sink_options) -> tuple[Mp4Sink,
     """FileSource -> Mp4Sink, the way annotate uses them (audio copied when there is some)."""
     src = FileSource(source_path)
     audio = source_path if src.info.has_audio else None
-    with src, Mp4Sink(target, src.info, audio_from=audio, preset="ultrafast", **sink_options) as sink:
+    with src, Mp4Sink(target, src.info, audio=audio, preset="ultrafast", **sink_options) as sink:
         assert sink.encoder is None  # chosen at the first frame, when the size is known
         for frame in src:
-            sink.write(frame.image, frame.pts, frame.time)
+            sink.encode(frame.image, frame.pts, frame.time)
     return sink, src
 
 
@@ -180,7 +181,7 @@ def test_failure_after_open_closes_the_device_container_and_retries(
         released.append(self._container)
         real_release(self)
 
-    monkeypatch.setattr("camvideo.sources.av.open", fake_open)
+    monkeypatch.setattr("camvideo.sources.file.av.open", fake_open)
     monkeypatch.setattr(FileSource, "_open_stream", open_stream)
     monkeypatch.setattr(FileSource, "_release", release)
     with caplog.at_level(logging.INFO, logger="camvideo.sources"), FileSource(path, hwaccel="cuda") as src:
@@ -236,7 +237,7 @@ def test_libx264_is_the_default_and_uses_frame_threads(tmp_path: Path, caplog: p
     with caplog.at_level(logging.DEBUG, logger="camvideo.encoders"):
         with Mp4Sink(tmp_path / "x.mp4", info, preset="ultrafast", threads=3) as sink:
             for i in range(5):
-                sink.write(np.full((48, 64, 3), i * 40, np.uint8), i, i / 25)
+                sink.encode(np.full((48, 64, 3), i * 40, np.uint8), i, i / 25)
             codec = sink._video.codec_context
             assert (codec.thread_type.name, codec.thread_count) == ("FRAME", 3)
     assert sink.encoder == "libx264"
@@ -265,7 +266,7 @@ def test_nvenc_failing_at_start_after_the_probe_rebuilds_the_file(
 ) -> None:
     # The probe said yes but the real open fails (a session limit reached in between):
     # the container is made again with libx264, audio included.
-    monkeypatch.setattr("camvideo.sinks.choose_encoder", lambda *args, **kwargs: "h264_nvenc")
+    monkeypatch.setattr("camvideo.sinks.mp4.choose_encoder", lambda *args, **kwargs: "h264_nvenc")
     source = tmp_path / "vfr.mp4"
     pts = make_clip(source, audio=True)
     with caplog.at_level(logging.WARNING, logger="camvideo.sinks"):

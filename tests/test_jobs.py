@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from camvideo.pipeline import JobContext, Pipeline, run_jobs
-from camvideo.video import Frame
+from camvideo.types import Frame
 
 
 def frames(n: int):

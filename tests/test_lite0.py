@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from camvideo.errors import ModelError
-from camvideo.models.lite0 import (
+from camvideo.engine.models.lite0 import (
     EfficientNetLite0,
     efficientnet_lite0,
     lite0_weights_path,

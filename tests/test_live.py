@@ -18,17 +18,18 @@ import numpy as np
 import pytest
 import torch
 
-from camvideo.annotator import FrameAnnotator
+from camvideo.jobs import FrameAnnotator
 from camvideo.errors import InputError, OutputError, SourceLost
-from camvideo.live import (
-    LIVE_TIME_BASE, CameraSource, PacedFileSource, StreamSource, _Reconnecting, describe_spec, open_live_source,
+from camvideo.sources import (
+    LIVE_TIME_BASE, CameraSource, PacedFileSource, StreamSource, describe_spec, open_live_source,
 )  # fmt: skip
-from camvideo.live_session import LatencyMeter, LiveOptions, LiveSession, percentile
-from camvideo.pipeline import DropWorker, Gate, LatestSlot, LatestWorker, Mailbox
+from camvideo.jobs import LatencyMeter, LiveOptions, LiveSession, percentile
+from camvideo.pipeline import DropOldest, DropWorker, Gate, LatestWorker
 from camvideo.render import Renderer
-from camvideo.smoothing import TemporalSmoother
+from camvideo.render import TemporalSmoother
 from camvideo.sources import FileSource
-from camvideo.video import Frame
+from camvideo.sources.live import DeviceLost, ReconnectingSource
+from camvideo.types import Frame
 
 from live_helpers import (
     BUNNY, CATS, HttpFileServer, HttpStreamServer, UdpStreamServer, clip_images, free_port, make_ts_with_audio,
@@ -72,15 +73,15 @@ def collect(session: LiveSession, seconds: float) -> tuple[list, LatencyMeter]:
 # -- primitives ----------------------------------------------------------------------------------
 
 
-def test_latest_slot_keeps_the_newest_and_rings_once_per_fill() -> None:
+def test_one_item_slot_keeps_the_newest_and_rings_once_per_fill() -> None:
     rings = []
-    slot: LatestSlot[int] = LatestSlot(on_ready=lambda: rings.append(1))
+    slot: DropOldest[int] = DropOldest(1, on_ready=lambda: rings.append(1))
     for i in range(5):
         slot.put(i)
-    assert len(rings) == 1 and slot.dropped == 4
+    assert len(rings) == 1 and slot.dropped == 4 and slot.puts == 5
     assert slot.take() == 4 and slot.take() is None
     slot.put(9)
-    assert len(rings) == 2 and slot.wait(0.01) == 9 and slot.wait(0.01) is None
+    assert len(rings) == 2 and slot.get(0.01) == 9 and slot.get(0.01) is None
 
 
 def test_gate_pause_step_replay() -> None:
@@ -139,8 +140,8 @@ def test_drop_worker_drops_when_full_and_finishes_what_is_queued() -> None:
     assert worker.dropped == results.count(False) >= 6 and done == sorted(done) and len(done) == results.count(True)
 
 
-def test_mailbox_drops_oldest_and_drains_after_close() -> None:
-    box: Mailbox[int] = Mailbox(size=3)
+def test_drop_oldest_drops_oldest_and_drains_after_close() -> None:
+    box: DropOldest[int] = DropOldest(size=3)
     for i in range(5):
         box.put(i)
     assert box.dropped == 2 and box.get(0) == 2
@@ -239,7 +240,7 @@ def test_paused_file_holds_steps_and_replays(tmp_path: Path) -> None:
     assert 0.7 < got[-1].captured - got[2].captured < 2.0
 
 
-class FlakyDevice(_Reconnecting):
+class FlakyDevice(ReconnectingSource):
     """A device that stops after 5 frames and comes back on the third attempt to reopen."""
 
     def __init__(self, fail_forever: bool = False) -> None:
@@ -251,9 +252,8 @@ class FlakyDevice(_Reconnecting):
     def _read(self):
         for _ in range(5):
             yield np.zeros((4, 4, 3), np.uint8), time.monotonic(), {}
-        from camvideo.live import _Lost
 
-        raise _Lost("unplugged")
+        raise DeviceLost("unplugged")
 
     def _reopen(self) -> None:
         self.attempts += 1

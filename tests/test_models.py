@@ -10,7 +10,7 @@ import torch
 
 from camvideo import Explainer
 from camvideo.errors import ModelError
-from camvideo.models import TORCHVISION_MODELS, load_model
+from camvideo.engine.models import TORCHVISION_MODELS, load_model
 
 # The models whose head is GAP -> one Linear: CAM applies. The others must refuse it.
 CAM_MODELS = {"resnet18", "resnet50", "inception_v3", "densenet121", "efficientnet_b0"}

@@ -278,8 +278,8 @@ def _strike(kind: str, stage: str) -> None:
 
 def inject(monkeypatch, stage: str, kind: str) -> None:
     """Make ``stage`` fail once, at frame K, with ``kind`` (error, interrupt or stall)."""
-    import camvideo.annotate as annotate
-    from camvideo.annotator import FrameAnnotator
+    import camvideo.jobs.annotate as annotate
+    from camvideo.jobs import FrameAnnotator
     from camvideo.pipeline import Pipeline
     from camvideo.sinks import Mp4Sink
 
@@ -402,7 +402,7 @@ def test_fault_in_a_real_process_is_one_line(tmp_path, clip) -> None:
 import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import corpus, camvideo.engine.explainer as e
-from camvideo.annotator import FrameAnnotator
+from camvideo.jobs import FrameAnnotator
 ex = corpus.tiny_explainer()
 e.Explainer = lambda *a, **k: ex
 def boom(self, frames):
@@ -427,7 +427,7 @@ def test_ctrl_c_while_the_model_is_busy_exits_130_not_abort(tmp_path, clip) -> N
 import functools, sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import corpus, torch, camvideo.annotate as annotate, camvideo.engine.explainer as e
-from camvideo.annotator import FrameAnnotator
+from camvideo.jobs import FrameAnnotator
 from camvideo.pipeline import Pipeline
 from camvideo.sinks import Mp4Sink
 ex = corpus.tiny_explainer()
@@ -461,7 +461,7 @@ def test_ctrl_c_in_the_main_thread_waits_for_the_stages(tmp_path, capsys, monkey
     and the engine in its model call (which aborted the process at exit)."""
     import _thread
 
-    from camvideo.annotator import FrameAnnotator
+    from camvideo.jobs import FrameAnnotator
     from camvideo.sinks import Mp4Sink
 
     call, write = FrameAnnotator.__call__, Mp4Sink.write
@@ -494,7 +494,7 @@ def test_one_video_failing_does_not_stop_a_folder_run(tmp_path, capsys, monkeypa
     folder.mkdir()
     for name in ("a.mp4", "b.mp4", "c.mp4"):
         corpus.write_clip(folder / name, n=6)
-    from camvideo.annotator import FrameAnnotator
+    from camvideo.jobs import FrameAnnotator
 
     call, init = FrameAnnotator.__call__, FileSource.__init__
     current = [""]  # the video being annotated
@@ -523,7 +523,7 @@ def test_one_video_failing_does_not_stop_a_folder_run(tmp_path, capsys, monkeypa
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to fake a full disk")
 def test_full_disk_under_the_video(tmp_path, capsys, monkeypatch, tiny_cli, clip) -> None:
     """FFmpeg's own writes fail with ENOSPC (the temporary file is /dev/full)."""
-    import camvideo.sinks as sinks
+    import camvideo.sinks.mp4 as sinks
 
     monkeypatch.setattr(sinks.secrets, "token_hex", lambda n: "deadbeef")
     link = tmp_path / ".out.mp4.partial-deadbeef.mp4"
@@ -560,7 +560,7 @@ def test_full_disk_under_the_records(tmp_path, capsys, monkeypatch, tiny_cli, cl
     """JSONL/NPZ writes failing with ENOSPC: one clear line, and no output at all (regression:
     an internal-error traceback line, the temporary file left behind, and for the NPZ,
     which is written last, a finished MP4 kept without its records)."""
-    import camvideo.results as results
+    import camvideo.sinks.records as results
 
     def fake_open(file, mode="r", *args, **kwargs):
         handle = builtins.open(file, mode, *args, **kwargs)
@@ -607,7 +607,7 @@ def test_planted_torchvision_cache_file_is_refused(tmp_path, monkeypatch) -> Non
     import torchvision.models as tvm
 
     from camvideo.errors import ModelError
-    from camvideo.models import load_model
+    from camvideo.engine.models import load_model
 
     hub = tmp_path / "hub"
     (hub / "checkpoints").mkdir(parents=True)
@@ -786,7 +786,7 @@ class DroppingStreamServer:
 
 @pytest.mark.timeout(60)
 def test_live_stream_that_disappears_is_reported_and_reopened(caplog) -> None:
-    from camvideo.live import StreamSource
+    from camvideo.sources import StreamSource
     from camvideo.pipeline import Pipeline
 
     server = DroppingStreamServer(frames=60, connections=3).start()
@@ -821,7 +821,7 @@ def test_live_stream_that_disappears_is_reported_and_reopened(caplog) -> None:
 @pytest.mark.timeout(60)
 def test_live_stream_that_stays_gone_ends_with_one_clear_error() -> None:
     from camvideo.errors import SourceLost
-    from camvideo.live import StreamSource
+    from camvideo.sources import StreamSource
     from camvideo.pipeline import Pipeline
 
     server = DroppingStreamServer(frames=60, connections=1).start()
@@ -846,8 +846,8 @@ def test_live_stream_that_stays_gone_ends_with_one_clear_error() -> None:
 
 
 def live_session(clip: Path, on_frame):
-    from camvideo.live import PacedFileSource
-    from camvideo.live_session import LiveOptions, LiveSession
+    from camvideo.sources import PacedFileSource
+    from camvideo.jobs import LiveOptions, LiveSession
 
     source = PacedFileSource(clip, loop=True, speed=4.0)
     explainer = corpus.tiny_explainer()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from camvideo.smoothing import TemporalSmoother
+from camvideo.render import TemporalSmoother
 
 
 def test_off_is_identity() -> None:

@@ -17,13 +17,13 @@ import psutil
 import pytest
 
 import corpus
-from camvideo.annotator import FrameAnnotator
+from camvideo.jobs import FrameAnnotator
 from camvideo.engine import METHODS
 from camvideo.pipeline import Pipeline
 from camvideo.render import Renderer
 from camvideo.sinks import Mp4Sink
-from camvideo.smoothing import TemporalSmoother
-from camvideo.video import Frame, VideoInfo
+from camvideo.render import TemporalSmoother
+from camvideo.types import Frame, VideoInfo
 
 SOAK_FRAMES = 20_000
 WARM_UP = 2_000  # frames before the reference sample (allocator pools, x264 lookahead, caches)
@@ -72,7 +72,7 @@ def test_soak_20k_frames_through_the_pipeline(tmp_path: Path) -> None:
     with Mp4Sink(out, info, preset="ultrafast") as sink:
 
         def consume(result) -> None:
-            sink.write(result.image, result.frame.pts, result.frame.time)
+            sink.encode(result.image, result.frame.pts, result.frame.time)
             if result.frame.index % 1000 == 999:
                 samples[result.frame.index + 1] = sample(process, explainer.model)
 

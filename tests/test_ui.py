@@ -25,7 +25,7 @@ import torch
 pytest.importorskip("PyQt6")
 from PyQt6.QtCore import QSettings, Qt  # noqa: E402
 
-from camvideo.live_session import LiveOptions  # noqa: E402
+from camvideo.jobs import LiveOptions  # noqa: E402
 from camvideo.sources import FileSource  # noqa: E402
 from live_helpers import CATS, NAMES, tiny_explainer  # noqa: E402
 from ui.window import AppOptions, MainWindow  # noqa: E402

@@ -20,7 +20,7 @@ import pytest
 from camvideo.errors import InputError, OutputError
 from camvideo.sinks import Mp4Sink
 from camvideo.sources import VIDEO_EXTENSIONS, FileSource, find_videos
-from camvideo.video import VideoInfo
+from camvideo.types import VideoInfo
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_videos" / "big_buck_bunny.mp4"
 
@@ -296,9 +296,9 @@ def test_find_videos(tmp_path):
 
 def transcode(source: Path, target: Path, *, audio: bool = True, preset: str = "ultrafast") -> FileSource:
     src = FileSource(source)
-    with src, Mp4Sink(target, src.info, audio_from=source if audio else None, preset=preset) as sink:
+    with src, Mp4Sink(target, src.info, audio=source if audio else None, preset=preset) as sink:
         for frame in src:
-            sink.write(frame.image, frame.pts, frame.time)
+            sink.encode(frame.image, frame.pts, frame.time)
     assert sink.frames_written == len(decoded_times(source))
     return src
 
@@ -365,9 +365,9 @@ def test_every_audio_stream_is_copied_unless_mp4_cannot_hold_it(tmp_path):
             out.mux(stream.encode())
     make_clip(tmp_path / "video.mp4", n=10)
     src = FileSource(tmp_path / "video.mp4")
-    with src, Mp4Sink(target, src.info, audio_from=audio, preset="ultrafast") as sink:
+    with src, Mp4Sink(target, src.info, audio=audio, preset="ultrafast") as sink:
         for frame in src:
-            sink.write(frame.image, frame.pts, frame.time)
+            sink.encode(frame.image, frame.pts, frame.time)
     with av.open(str(target)) as c:
         assert [s.codec_context.name for s in c.streams.audio] == ["aac", "opus"]  # no G.711 in MP4
     source, copied = audio_packets(audio), audio_packets(target)
@@ -383,7 +383,7 @@ def test_pts_derived_from_time_when_missing(tmp_path):
     times = [0.0, 0.1, 0.25, 0.3, 0.3, 0.9]  # a repeated time is nudged by one tick
     with Mp4Sink(target, info, preset="ultrafast") as sink:
         for t in times:
-            sink.write(np.zeros((32, 32, 3), np.uint8), None, t)
+            sink.encode(np.zeros((32, 32, 3), np.uint8), None, t)
     assert decoded_times(target) == [0.0, 0.1, 0.25, 0.3, 0.301, 0.9]
 
 
@@ -397,7 +397,7 @@ def test_frame_sizes_are_padded_to_even(tmp_path, width, height):
         image[: height // 2, : width // 2] = RED
     with Mp4Sink(target, info, preset="ultrafast", crf=0) as sink:
         for i in range(3):
-            sink.write(image, i, i / 25)
+            sink.encode(image, i, i / 25)
     assert sink.frames_written == 3
     with FileSource(target) as src:
         frames = list(src)
@@ -412,9 +412,9 @@ def test_frame_sizes_are_padded_to_even(tmp_path, width, height):
 def test_side_by_side_size_comes_from_first_image(tmp_path):
     info = VideoInfo(width=32, height=24, fps=25.0, time_base=Fraction(1, 25))
     sink = Mp4Sink(tmp_path / "wide.mp4", info, preset="ultrafast")
-    sink.write(np.zeros((24, 64, 3), np.uint8), 0, 0.0)
+    sink.encode(np.zeros((24, 64, 3), np.uint8), 0, 0.0)
     with pytest.raises(ValueError):
-        sink.write(np.zeros((24, 32, 3), np.uint8), 1, 0.04)
+        sink.encode(np.zeros((24, 32, 3), np.uint8), 1, 0.04)
     sink.close()
     with av.open(str(tmp_path / "wide.mp4")) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (64, 24)
@@ -426,7 +426,7 @@ def test_temp_file_is_hidden_and_removed(tmp_path):
     info = VideoInfo(width=32, height=32, fps=25.0, time_base=Fraction(1, 25))
     sink = Mp4Sink(target, info, preset="ultrafast")
     for i in range(40):  # the file appears with the first packet out of the encoder
-        sink.write(np.zeros((32, 32, 3), np.uint8), i, i / 25)
+        sink.encode(np.zeros((32, 32, 3), np.uint8), i, i / 25)
     (temp,) = partials(tmp_path)
     assert temp.startswith(".out.mp4.partial-") and temp.endswith(".mp4")
     sink.abort()
@@ -436,7 +436,7 @@ def test_temp_file_is_hidden_and_removed(tmp_path):
     # an exception inside the block aborts; the target is untouched
     with pytest.raises(RuntimeError, match="boom"):
         with Mp4Sink(target, info, preset="ultrafast") as sink:
-            sink.write(np.zeros((32, 32, 3), np.uint8), 0, 0.0)
+            sink.encode(np.zeros((32, 32, 3), np.uint8), 0, 0.0)
             raise RuntimeError("boom")
     assert partials(tmp_path) == [] and target.read_bytes() == b"previous result"
 
@@ -444,7 +444,7 @@ def test_temp_file_is_hidden_and_removed(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with Mp4Sink(target, info, preset="ultrafast") as sink:
             for i in range(4):
-                sink.write(np.zeros((32, 32, 3), np.uint8), i, i / 25)
+                sink.encode(np.zeros((32, 32, 3), np.uint8), i, i / 25)
             raise KeyboardInterrupt
     assert partials(tmp_path) == [] and len(decoded_times(target)) == 4
     assert sink.close() == target  # already closed: returns the path again
@@ -471,7 +471,7 @@ def test_unreadable_audio_source_is_an_input_error(tmp_path):
     info = VideoInfo(width=32, height=32, fps=25.0, time_base=Fraction(1, 25))
     (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(2).bytes(5000))
     with pytest.raises(InputError) as err:
-        Mp4Sink(tmp_path / "out.mp4", info, audio_from=tmp_path / "noise.mp4")
+        Mp4Sink(tmp_path / "out.mp4", info, audio=tmp_path / "noise.mp4")
     assert_one_line(err, "noise.mp4")
     assert partials(tmp_path) == []
 
@@ -491,7 +491,7 @@ def test_read_only_folder_is_an_output_error(tmp_path):
 def test_disk_full_aborts_with_output_error(tmp_path, monkeypatch, frames):
     # The temp name is made predictable and pre-linked to /dev/full, whose writes fail
     # with ENOSPC: the real FFmpeg write path sees a full disk.
-    import camvideo.sinks as sinks
+    import camvideo.sinks.mp4 as sinks
 
     monkeypatch.setattr(sinks.secrets, "token_hex", lambda n: "deadbeef")
     link = tmp_path / ".out.mp4.partial-deadbeef.mp4"
@@ -503,7 +503,7 @@ def test_disk_full_aborts_with_output_error(tmp_path, monkeypatch, frames):
         # before close()
         with Mp4Sink(tmp_path / "out.mp4", info, preset="ultrafast" if frames > 2 else "veryfast") as sink:
             for i in range(frames):
-                sink.write(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), i, i / 25)
+                sink.encode(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), i, i / 25)
     assert_one_line(err, "out.mp4")
     assert "disk full" in str(err.value)
     assert isinstance(err.value.__cause__, OSError) and err.value.__cause__.errno == errno.ENOSPC

@@ -1,6 +1,7 @@
 """The application: QApplication set-up, the window, the event loop, the exit code.
 
-``python -m ui.app [camvideo live options]`` is the same as ``camvideo live``.
+Started by ``camvideo live`` (:func:`camvideo.cli.live.run_live`), which checks every option
+before Qt is imported; this package never imports the command line.
 """
 
 from __future__ import annotations
@@ -48,13 +49,3 @@ def run(options: AppOptions) -> int:
         signal.signal(signal.SIGINT, previous)
         window.close()  # an exception in the loop: still stop the threads
     return window.exit_code
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from camvideo.cli import main as cli_main
-
-    return cli_main(["live", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

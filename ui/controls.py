@@ -10,8 +10,8 @@ from PyQt6.QtWidgets import (
     QPushButton, QScrollArea, QSlider, QSpinBox, QVBoxLayout, QWidget,
 )  # fmt: skip
 
-from camvideo.cli import COLORMAP_NAMES, METHOD_NAMES
-from camvideo.live_session import LiveOptions
+from camvideo.jobs import LiveOptions
+from camvideo.options import COLORMAP_NAMES, METHOD_NAMES
 
 from .widgets import ClassPicker
 
@@ -66,7 +66,7 @@ class ControlPanel(QScrollArea):
         return box
 
     def _model_box(self) -> QGroupBox:
-        from camvideo.models import available_models
+        from camvideo.engine import available_models
 
         box = QGroupBox("Model")
         form = QFormLayout(box)

@@ -1,6 +1,6 @@
 """The main window: the video, its controls, a status bar, shortcuts and saved settings.
 
-Frames come from the session's :class:`~camvideo.pipeline.LatestSlot`. Its doorbell
+Frames come from the session's display slot (a :class:`~camvideo.pipeline.DropOldest`). Its doorbell
 posts one Qt event when the slot fills; the handler takes the newest frame, so a slow
 GUI never works through a queue of old frames. Closing the window finishes a
 recording, saves ``--snapshot``, and stops every session thread (camera released).
@@ -18,11 +18,11 @@ from PyQt6.QtCore import QCoreApplication, QEvent, QSettings, QStandardPaths, Qt
 from PyQt6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QSplitter
 
-from camvideo.annotator import FrameResult
-from camvideo.engine.explainer import Explainer
+from camvideo.engine import Explainer
 from camvideo.errors import CamvideoError
-from camvideo.live import LiveSource, describe_spec, list_cameras
-from camvideo.live_session import LatencyMeter, LiveOptions, LiveSession
+from camvideo.jobs import LatencyMeter, LiveOptions, LiveSession
+from camvideo.sources import LiveSource, describe_spec, list_cameras
+from camvideo.types import FrameResult
 
 from .controls import ControlPanel
 from .widgets import VideoView, to_qimage

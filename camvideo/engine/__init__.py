@@ -1,19 +1,14 @@
-"""The CAM engine: model hooks, the formulas and the :class:`Explainer` front."""
+"""The CAM engine: the model registry, layer discovery, the formulas (one hook-owning base
+class) and the :class:`Explainer` front."""
 
-from .explainer import Explainer, Explanation, resolve_device
-from .methods import CAM, METHODS, CAMMethod, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
+from .explainer import Explainer, Explanation, Target, resolve_device
+from .methods import (
+    CAM, METHODS, CAMMethod, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, method_name,
+)  # fmt: skip
+from .models import DEFAULT_MODEL, ModelSpec, available_models, load_model
 
 __all__ = [
-    "Explainer",
-    "Explanation",
-    "resolve_device",
-    "CAMMethod",
-    "CAM",
-    "GradCAM",
-    "HiResCAM",
-    "GradCAMPlusPlus",
-    "LayerCAM",
-    "ScoreCAM",
-    "EigenCAM",
-    "METHODS",
-]
+    "CAM", "DEFAULT_MODEL", "METHODS", "CAMMethod", "EigenCAM", "Explainer", "Explanation", "GradCAM",
+    "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ModelSpec", "ScoreCAM", "Target", "available_models", "load_model",
+    "method_name", "resolve_device",
+]  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
@@ -20,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from ..models import DEFAULT_MODEL, ModelSpec, load_model
-from ..transfer import FrameUploader
+from .models import DEFAULT_MODEL, ModelSpec, load_model
+from ..render import FrameUploader
 from .layers import LayerReport, inspect_model
-from .methods import METHODS, CAMMethod, make_method
+from .methods import CAMMethod, make_method, method_name
 
 Target = Union[None, int, str, torch.Tensor, Sequence[int], Callable[[torch.Tensor], torch.Tensor]]
 
@@ -100,8 +101,7 @@ class Explainer:
     ) -> None:
         if precision not in _PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}; one of: {', '.join(_PRECISIONS)}")
-        if method.strip().lower() not in METHODS and not method.lower().startswith("gradcam"):
-            raise ModelError(f"unknown method {method!r}; one of: {', '.join(METHODS)}")
+        method = method_name(method)  # refuse an unknown name before loading anything
         self.device = resolve_device(device)
         self.dtype = _PRECISIONS[precision]
         self.spec: ModelSpec = load_model(
@@ -132,6 +132,20 @@ class Explainer:
         # torch.compile wraps the model for the forward passes; hooks stay on the module itself
         self._runner = torch.compile(self.model, dynamic=False) if compile else self.model
         self._method: CAMMethod | None = make_method(method, self.model, self.report, self._runner, chunk=scorecam_chunk)
+        # A hook left on the user's module would outlive us: remove it when we are
+        # garbage-collected without close() (the finalizer holds the method, not self).
+        self._finalizer = weakref.finalize(self, _close_method, self._method)
+
+    @classmethod
+    def from_options(cls, options: object) -> "Explainer":
+        """An Explainer from the model options the front ends share (an argparse namespace,
+        a :class:`~camvideo.jobs.LiveOptions`): ``model``, ``method``, ``layer``, ``device``,
+        ``weights``, ``precision`` and, when present, ``compile``. The one place they are read."""
+        return cls(
+            options.model, method=options.method, layer=options.layer, device=options.device,  # type: ignore[attr-defined]
+            weights=options.weights, precision=options.precision,  # type: ignore[attr-defined]
+            compile=bool(getattr(options, "compile", False)),
+        )
 
     # -- properties users and tools rely on ------------------------------------------------
     @property
@@ -153,11 +167,13 @@ class Explainer:
             new = make_method(method, self.model, self.report, self._runner, chunk=self._scorecam_chunk)
             self.close()
             self._method = new
+            self._finalizer = weakref.finalize(self, _close_method, new)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
             if self._method is not None:
+                self._finalizer.detach()
                 self._method.close()
                 self._method = None
 
@@ -281,3 +297,8 @@ class Explainer:
             return (lambda logits: chosen.to(logits.device).view(logits.shape[0], -1)), chosen.dim() == 1
         index = self.class_index(target)  # type: ignore[arg-type]
         return (lambda logits: torch.full((logits.shape[0], 1), index, device=logits.device, dtype=torch.long)), True
+
+
+def _close_method(method: CAMMethod) -> None:
+    """The finalizer of an Explainer that was never closed: remove its hook."""
+    method.close()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
+from ..options import METHOD_NAMES, canonical_method
 from .layers import LayerReport, resolve_module
 
 Selector = Callable[[torch.Tensor], torch.Tensor]  # logits (N, C) -> class indices (N, T)
@@ -93,7 +94,10 @@ class CAMMethod:
         with torch.inference_mode():
             logits = self._forward(x)
             activation = self._take_activation().float()
-            classes = select(logits)
+        # The selector runs outside inference mode: it may keep state across calls (the
+        # smoother's class EMA), which must not become an inference tensor.
+        classes = select(logits)
+        with torch.inference_mode():
             maps = self.compute(activation, logits, classes, x)
         return maps, logits, classes
 
@@ -253,16 +257,23 @@ class EigenCAM(CAMMethod):
 METHODS: dict[str, type[CAMMethod]] = {
     cls.name: cls for cls in (CAM, GradCAM, HiResCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, EigenCAM)
 }
+assert tuple(METHODS) == METHOD_NAMES, "options.METHOD_NAMES and the engine's methods differ"
+
+
+def method_name(name: str) -> str:
+    """The canonical name of a method (``"Grad-CAM"`` → ``"gradcam"``); ModelError if unknown."""
+    key = canonical_method(name) if isinstance(name, str) else None
+    if key is None:
+        raise ModelError(f"unknown method {name!r}; one of: {', '.join(METHODS)}")
+    return key
 
 
 def make_method(
     name: str, model: nn.Module, report: LayerReport, runner: Callable[..., object] | None = None, **options: object
 ) -> CAMMethod:
-    """Instantiate a method by name (``cam``, ``gradcam``, ``hirescam``, ``gradcam++``, ...)."""
-    key = name.strip().lower().replace("_", "").replace("-", "").replace("gradcampp", "gradcam++").replace("plusplus", "++")
-    cls = METHODS.get(key)
-    if cls is None:
-        raise ModelError(f"unknown method {name!r}; one of: {', '.join(METHODS)}")
+    """Instantiate a method by name (``cam``, ``gradcam``, ``hirescam``, ``gradcam++``, ...;
+    spellings as :func:`camvideo.options.canonical_method` reads them)."""
+    cls = METHODS.get(method_name(name))
     if cls is ScoreCAM:
         return ScoreCAM(model, report, runner, chunk=int(options.get("chunk", 64)))
     return cls(model, report, runner)

@@ -20,7 +20,6 @@ pipeline in a worker thread) stops the stages too; ``run`` then returns with
 
 from __future__ import annotations
 
-import collections
 import queue
 import threading
 import time
@@ -28,14 +27,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Generic, Iterable, Sequence, TypeVar
 
 from ..errors import CamvideoError
-from ..video import Frame
+from ..types import Frame
+from .channels import DropOldest
 
 R = TypeVar("R")
 T = TypeVar("T")
 
 _STAGES = ("source", "engine", "sink")
-_END = object()  # end of stream marker
-_POLL = 0.05  # seconds between checks of the stop flag while blocked
+END = object()  # end of stream marker
+POLL_SECONDS = 0.05  # between checks of the stop flag while blocked
 
 
 class _Stopped(Exception):
@@ -74,7 +74,7 @@ class _Channel:
             if self._stop.is_set():
                 raise _Stopped
             try:
-                self._queue.put(item, timeout=_POLL)
+                self._queue.put(item, timeout=POLL_SECONDS)
                 return
             except queue.Full:
                 continue
@@ -84,7 +84,7 @@ class _Channel:
             if self._stop.is_set():
                 raise _Stopped
             try:
-                return self._queue.get(timeout=_POLL)
+                return self._queue.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
 
@@ -95,36 +95,39 @@ class _Channel:
             return None
 
 
-class _LatestChannel(_Channel):
-    """Keeps the newest ``depth`` items: a put never blocks, it evicts the oldest."""
+class _LiveFrames(_Channel):
+    """The live policy's frame queue: the newest ``depth`` frames (a :class:`DropOldest`);
+    the end of the stream closes it, so the end is never dropped."""
 
     def __init__(self, depth: int, stop: threading.Event) -> None:
-        self._items: collections.deque = collections.deque()
-        self._depth = max(1, depth)
-        self._cond = threading.Condition()
+        self._frames: DropOldest[object] = DropOldest(depth)
         self._stop = stop
-        self.dropped = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._frames.dropped
 
     def put(self, item: object) -> None:
-        with self._cond:
-            if item is not _END:
-                while sum(1 for x in self._items if x is not _END) >= self._depth:
-                    self._items.popleft()
-                    self.dropped += 1
-            self._items.append(item)
-            self._cond.notify()
+        if item is END:
+            self._frames.close()
+        else:
+            self._frames.put(item)
 
     def get(self) -> object:
-        with self._cond:
-            while not self._items:
-                if self._stop.is_set():
-                    raise _Stopped
-                self._cond.wait(_POLL)
-            return self._items.popleft()
+        while True:
+            item = self._frames.get(POLL_SECONDS)
+            if item is not None:
+                return item
+            if self._frames.closed:
+                return END
+            if self._stop.is_set():
+                raise _Stopped
 
     def get_nowait(self) -> object | None:
-        with self._cond:
-            return self._items.popleft() if self._items else None
+        item = self._frames.take()
+        if item is None and self._frames.closed:
+            return END
+        return item
 
 
 class Pipeline(Generic[R]):
@@ -171,7 +174,7 @@ class Pipeline(Generic[R]):
         self._stop = threading.Event()
         size = queue_size if queue_size is not None else 2 * batch_size
         self._frames: _Channel = (
-            _LatestChannel(live_depth, self._stop) if policy == "live" else _Channel(size, self._stop)
+            _LiveFrames(live_depth, self._stop) if policy == "live" else _Channel(size, self._stop)
         )
         self._results = _Channel(size, self._stop)
         self._error: BaseException | None = None
@@ -205,7 +208,7 @@ class Pipeline(Generic[R]):
     @property
     def frames_dropped(self) -> int:
         """Stale frames dropped so far (live policy); readable while the pipeline runs."""
-        return self._frames.dropped if isinstance(self._frames, _LatestChannel) else 0
+        return self._frames.dropped if isinstance(self._frames, _LiveFrames) else 0
 
     def _fail(self, stage: str, err: BaseException) -> None:
         with self._lock:
@@ -246,24 +249,24 @@ class Pipeline(Generic[R]):
     def _read(self) -> None:
         iterator = iter(self.source)
         while not self._stop.is_set():
-            frame = self._call("source", next, iterator, _END)
-            if frame is _END:
+            frame = self._call("source", next, iterator, END)
+            if frame is END:
                 break
             self.stats.frames_read += 1
             self._frames.put(frame)
-        self._frames.put(_END)
+        self._frames.put(END)
 
     def _next_batch(self) -> tuple[list[Frame], bool]:
         """Frames for one batch, and whether the stream ended after them."""
         first = self._frames.get()
-        if first is _END:
+        if first is END:
             return [], True
         batch = [first]
         while len(batch) < self.batch_size:
             item = self._frames.get_nowait() if self.policy == "live" else self._frames.get()
             if item is None:
                 break
-            if item is _END:
+            if item is END:
                 return batch, True
             batch.append(item)
         return batch, False
@@ -281,12 +284,12 @@ class Pipeline(Generic[R]):
             self.stats.frames_processed += len(batch)
             for result in results:
                 self._results.put(result)
-        self._results.put(_END)
+        self._results.put(END)
 
     def _write(self) -> None:
         while True:
             result = self._results.get()
-            if result is _END:
+            if result is END:
                 return
             self._call("sink", self.sink, result)
             self.stats.frames_written += 1
@@ -308,7 +311,7 @@ class Pipeline(Generic[R]):
             self._fail("main", KeyboardInterrupt())
             self._wait()
         self.stats.wall = time.perf_counter() - start
-        if isinstance(self._frames, _LatestChannel):
+        if isinstance(self._frames, _LiveFrames):
             self.stats.frames_dropped = self._frames.dropped
         if self._error is not None:
             raise self._error
@@ -324,7 +327,7 @@ class Pipeline(Generic[R]):
         deadline = None
         while not all(event.is_set() for event in self._ended.values()):
             for event in self._ended.values():
-                event.wait(_POLL / len(_STAGES))
+                event.wait(POLL_SECONDS / len(_STAGES))
             now = time.monotonic()
             if self._stop.is_set():
                 deadline = deadline or now + self.grace

@@ -8,38 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import IO, Sequence
 
 import numpy as np
 
-from .annotator import FrameResult
-from .errors import OutputError
-from .sinks import _reason
+from ..errors import OutputError
+from ..types import FrameResult
+from .base import Writer, describe_os_error, temporary_beside
 
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def temporary_beside(target: Path, suffix: str) -> Path:
-    """A new hidden temporary file in ``target``'s folder (so the final rename is atomic)."""
-    folder = target.absolute().parent
-    if not folder.is_dir():
-        raise OutputError(f"{target}: folder {folder} does not exist")
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.partial-", suffix=suffix, dir=folder)
-    except OSError as err:
-        raise OutputError(f"{target}: cannot write in {folder} ({err.strerror or err})") from None
-    os.close(fd)
-    os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600; the final file gets the usual mode
-    return Path(name)
+__all__ = ["JsonlWriter", "MapsWriter", "frame_record"]
 
 
 def frame_record(result: FrameResult, class_names: Sequence[str]) -> dict:
@@ -60,39 +38,45 @@ def frame_record(result: FrameResult, class_names: Sequence[str]) -> dict:
     return record
 
 
-def _failed(writer: "JsonlWriter | MapsWriter", what: str, err: OSError) -> None:
-    """Abort ``writer`` (its temporary file removed) and raise the one-line OutputError."""
-    writer.abort()
-    raise OutputError(f"{writer.path}: {what} ({_reason(err)}); nothing was saved") from err
+def _failed(writer: Writer, what: str, err: OSError) -> None:
+    """Raise the one-line OutputError; the writer's protocol removes its temporary file."""
+    raise OutputError(f"{writer.path}: {what} ({describe_os_error(err)}); nothing was saved") from err
 
 
-class JsonlWriter:
-    """One JSON record per frame, in frame order."""
+class JsonlWriter(Writer):
+    """One JSON record per frame, in frame order (see :func:`frame_record`)."""
 
     def __init__(self, path: str | os.PathLike, class_names: Sequence[str]) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self.class_names = list(class_names)
-        self._temp = temporary_beside(self.path, ".jsonl")
-        self._file: IO[str] | None = open(self._temp, "w", encoding="utf-8")
+        self._file: IO[str] | None = None
+        self.open()
 
-    def write(self, result: FrameResult) -> None:
+    def _open(self) -> None:
+        self._temp = temporary_beside(self.path, ".jsonl")
+        self._file = open(self._temp, "w", encoding="utf-8")
+
+    def _write(self, result: FrameResult) -> None:
         assert self._file is not None
         try:
             self._file.write(json.dumps(frame_record(result, self.class_names)) + "\n")
         except OSError as err:  # disk full, quota, I/O error: one line, nothing left behind
             _failed(self, "cannot write", err)
 
-    def close(self) -> Path:
-        if self._file is not None:
-            try:
-                self._file.close()
-                self._file = None
-                os.replace(self._temp, self.path)
-            except OSError as err:
-                _failed(self, "cannot finish", err)
+    def _finish(self) -> Path:
+        assert self._file is not None
+        try:
+            file, self._file = self._file, None
+            file.close()
+            os.replace(self._temp, self.path)
+        except OSError as err:
+            _failed(self, "cannot finish", err)
         return self.path
 
-    def abort(self) -> None:
+    def _unlink_partial(self) -> None:
+        self._temp.unlink(missing_ok=True)
+
+    def _discard(self) -> None:
         if self._file is not None:
             file, self._file = self._file, None
             try:
@@ -102,7 +86,7 @@ class JsonlWriter:
         self._temp.unlink(missing_ok=True)
 
 
-class MapsWriter:
+class MapsWriter(Writer):
     """Raw maps at feature resolution (float16), their classes and frame times, as NPZ.
 
     Arrays: ``maps`` (N, h, w) or (N, k, h, w) for top-k targets, ``classes`` (N,) or
@@ -112,16 +96,20 @@ class MapsWriter:
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._spool_path = temporary_beside(self.path, ".maps")
-        self._spool: IO[bytes] | None = open(self._spool_path, "wb")
+        super().__init__(path)
+        self._spool: IO[bytes] | None = None
         self._shape: tuple[int, ...] | None = None
         self._classes: list[list[int]] = []
         self._scores: list[list[float]] = []
         self._frames: list[int] = []
         self._pts: list[float] = []
+        self.open()
 
-    def write(self, result: FrameResult) -> None:
+    def _open(self) -> None:
+        self._spool_path = temporary_beside(self.path, ".maps")
+        self._spool = open(self._spool_path, "wb")
+
+    def _write(self, result: FrameResult) -> None:
         if result.raw_map is None:
             raise ValueError("MapsWriter needs results with raw maps (FrameAnnotator(keep_maps=True))")
         assert self._spool is not None
@@ -139,7 +127,7 @@ class MapsWriter:
         self._frames.append(result.frame.index)
         self._pts.append(result.frame.time)
 
-    def close(self) -> Path:
+    def _finish(self) -> Path:
         assert self._spool is not None
         spool, self._spool = self._spool, None
         try:
@@ -167,7 +155,10 @@ class MapsWriter:
             self._spool_path.unlink(missing_ok=True)
         return self.path
 
-    def abort(self) -> None:
+    def _unlink_partial(self) -> None:
+        self._spool_path.unlink(missing_ok=True)
+
+    def _discard(self) -> None:
         if self._spool is not None:
             spool, self._spool = self._spool, None
             try:

@@ -18,10 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import CamvideoError
+from ..errors import CamvideoError
+from ..options import COLORMAP_NAMES
+from ..types import Box
 from .transfer import FrameDownloader
 
-# OpenCV's own colormaps, so that "jet" is exactly COLORMAP_JET (tested against cv2).
+# OpenCV's own colormaps, so that "jet" is exactly COLORMAP_JET (tested against an
+# independent JET formula); their names are camvideo.options.COLORMAP_NAMES.
 COLORMAPS = {
     "jet": cv2.COLORMAP_JET,
     "turbo": cv2.COLORMAP_TURBO,
@@ -32,7 +35,7 @@ COLORMAPS = {
     "hot": cv2.COLORMAP_HOT,
 }
 
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, x1/y1 exclusive
+assert tuple(COLORMAPS) == COLORMAP_NAMES, "options.COLORMAP_NAMES and the renderer's tables differ"
 
 
 @lru_cache(maxsize=None)

@@ -1,75 +1,30 @@
 """Small primitives the threads of a live session meet at.
 
-So that no module outside :mod:`camvideo.pipeline` creates a thread or a queue:
+So that no module outside :mod:`camvideo.pipeline` creates a thread or a queue (the
+newest-item slots and the audio mailbox are :class:`~camvideo.pipeline.DropOldest`):
 
-* :class:`LatestSlot`: the newest item only (frames for the GUI), with a doorbell
-  that rings once when the slot fills, not once per item;
 * :class:`Gate`: pause / resume / single step / replay between a GUI and a source;
 * :class:`LatestWorker`: a thread that runs a function on the newest submitted job
   (the model in live mode, while another thread keeps rendering);
 * :class:`DropWorker`: a thread fed through a bounded queue that drops rather than
   blocks when full (recording must never stall the display);
-* :class:`Mailbox`: a FIFO whose sender never blocks (audio packets for a recording);
 * :class:`Task`: a function in a named daemon thread, its result or error kept.
 """
 
 from __future__ import annotations
 
-import collections
 import queue
 import threading
 import time
 from typing import Callable, Generic, TypeVar
 
 from ..errors import CamvideoError
-from .core import _END, _POLL, StageStalled
+from .channels import DropOldest
+from .core import END, POLL_SECONDS, StageStalled
 
 R = TypeVar("R")
 T = TypeVar("T")
 J = TypeVar("J")
-
-
-class LatestSlot(Generic[T]):
-    """Holds only the newest item: a ``put`` replaces an item not taken yet (counted in
-    :attr:`dropped`), so a slow consumer always gets the freshest one and never a backlog.
-
-    ``on_ready`` is called (in the producer's thread, outside the lock) when a put fills an
-    empty slot. A GUI posts one event from it: however many items arrive before the GUI
-    thread gets to them, at most one wake-up is pending, unlike a queued signal per item.
-    """
-
-    def __init__(self, on_ready: Callable[[], None] | None = None) -> None:
-        self._cond = threading.Condition()
-        self._item: T | None = None
-        self._full = False
-        self.on_ready = on_ready
-        self.puts = 0
-        self.dropped = 0
-
-    def put(self, item: T) -> None:
-        with self._cond:
-            ring = not self._full
-            if self._full:
-                self.dropped += 1
-            self._item, self._full = item, True
-            self.puts += 1
-            self._cond.notify_all()
-        callback = self.on_ready
-        if ring and callback is not None:
-            callback()
-
-    def take(self) -> T | None:
-        """The newest item, or None when nothing arrived since the last take (never blocks)."""
-        with self._cond:
-            item, self._item, self._full = self._item, None, False
-            return item
-
-    def wait(self, timeout: float | None = None) -> T | None:
-        """Take, waiting up to ``timeout`` seconds for an item (None if none came)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._full, timeout)
-            item, self._item, self._full = self._item, None, False
-            return item
 
 
 class Gate:
@@ -153,7 +108,7 @@ class Gate:
                     return self.GO
                 if not block:
                     return self.DROP
-                self._cond.wait(_POLL * 5)
+                self._cond.wait(POLL_SECONDS * 5)
 
     def sleep(self, seconds: float) -> bool:
         """Sleep, waking early when closed; False when closed."""
@@ -206,7 +161,7 @@ class LatestWorker(Generic[J, R]):
 
     :meth:`submit` never blocks: a job waiting while ``fn`` is busy is replaced by a newer
     one (counted in :attr:`skipped`). Results land in :attr:`results`, a
-    :class:`LatestSlot`. :meth:`call` runs one job ahead of the waiting one and waits for
+    one-item :class:`~camvideo.pipeline.DropOldest`. :meth:`call` runs one job ahead of the waiting one and waits for
     its result (a frame that must be explained before it is shown). The first exception
     ``fn`` raises stops the worker; it is kept in :attr:`error` and raised by later calls.
     """
@@ -218,7 +173,7 @@ class LatestWorker(Generic[J, R]):
         self._has_job = False
         self._urgent: list = []  # [job, done, result] of a call() in progress
         self._stopped = False
-        self.results: LatestSlot[R] = LatestSlot()
+        self.results: DropOldest[R] = DropOldest(1)
         self.error: BaseException | None = None
         self.runs = 0
         self.skipped = 0
@@ -251,7 +206,7 @@ class LatestWorker(Generic[J, R]):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise StageStalled(f"{self._thread.name}: no result within {timeout:.0f} s")
-                self._cond.wait(_POLL if left is None else min(_POLL, left))
+                self._cond.wait(POLL_SECONDS if left is None else min(POLL_SECONDS, left))
         return ticket[2]
 
     def _raise_if_stopped(self) -> None:
@@ -338,7 +293,7 @@ class DropWorker(Generic[T]):
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _END:
+            if item is END:
                 return
             if self.error is not None:
                 continue  # drain without working: the worker has failed
@@ -353,7 +308,7 @@ class DropWorker(Generic[T]):
         if self._thread.ident is None:
             return True
         try:
-            self._queue.put(_END, timeout=timeout)  # waits for room: the thread is draining
+            self._queue.put(END, timeout=timeout)  # waits for room: the thread is draining
         except queue.Full:
             return False
         self._thread.join(timeout)
@@ -362,36 +317,3 @@ class DropWorker(Generic[T]):
     @property
     def thread(self) -> threading.Thread:
         return self._thread
-
-
-class Mailbox(Generic[T]):
-    """A FIFO between two threads that never blocks the sender: when ``size`` items are
-    waiting, the oldest is dropped (counted). :meth:`get` waits up to a timeout;
-    after :meth:`close` it returns what is left, then None."""
-
-    def __init__(self, size: int) -> None:
-        self._items: collections.deque = collections.deque()
-        self._size = max(1, size)
-        self._cond = threading.Condition()
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, item: T) -> None:
-        with self._cond:
-            if self._closed:
-                return
-            if len(self._items) >= self._size:
-                self._items.popleft()
-                self.dropped += 1
-            self._items.append(item)
-            self._cond.notify_all()
-
-    def get(self, timeout: float | None = None) -> T | None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._items or self._closed, timeout)
-            return self._items.popleft() if self._items else None
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()

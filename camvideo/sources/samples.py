@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 DEFAULT_SAMPLE = "big_buck_bunny.mp4"
 
 
 def sample_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for folder in (here / "sample_videos", here.parent / "sample_videos"):
+    package = Path(__file__).resolve().parent.parent  # camvideo/
+    # Installed: the wheel puts the clips in camvideo/sample_videos; in a clone they are beside it.
+    for folder in (package / "sample_videos", package.parent / "sample_videos"):
         if folder.is_dir():
             return folder
     raise InputError("the bundled sample videos are missing from this installation; give a video file")

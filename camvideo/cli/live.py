@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import CamvideoError, OutputError
+from ..errors import CamvideoError, OutputError
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -24,7 +24,7 @@ def explicit_options(args: argparse.Namespace) -> frozenset[str]:
     argparse does not say which values are defaults; a value equal to the default counts
     as not given, which only matters when it also differs from the saved setting.
     """
-    from .cli import build_parser
+    from .main import build_parser
 
     defaults = vars(build_parser().parse_args(["live"]))
     return frozenset(name for name, value in vars(args).items() if name in defaults and value != defaults[name])
@@ -48,7 +48,7 @@ def check_snapshot_path(path: Path) -> Path:
         raise OutputError(f"{path}: snapshots are PNG images; give a name ending in .png")
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name ending in .png")
-    from .sinks import check_output_folder
+    from ..sinks import check_output_folder
 
     check_output_folder(path)
     return path
@@ -56,11 +56,10 @@ def check_snapshot_path(path: Path) -> Path:
 
 def run_live(args: argparse.Namespace) -> int:
     """Validate, open the source, load the model, then run the desktop app; the exit code."""
-    from .engine.explainer import Explainer
-    from .live import CameraSource, PacedFileSource, open_live_source
-    from .live_session import LiveOptions, target_of
-    from .record import check_recording_path
-    from .samples import sample_video
+    from ..engine import Explainer
+    from ..jobs import LiveOptions, target_of
+    from ..sinks import check_recording_path
+    from ..sources import CameraSource, PacedFileSource, open_live_source, sample_video
 
     options = LiveOptions.from_args(args)
     snapshot = check_snapshot_path(Path(args.snapshot)) if args.snapshot else None
@@ -76,8 +75,7 @@ def run_live(args: argparse.Namespace) -> int:
                 spec = str(source.device)
             elif isinstance(source, PacedFileSource) and source.path == sample_video():
                 spec = "sample"
-        explainer = Explainer(options.model, method=options.method, layer=options.layer, device=options.device,
-                              weights=options.weights, precision=options.precision)  # fmt: skip
+        explainer = Explainer.from_options(options)
         explainer.selector(target_of(options.target))  # a wrong class name fails now
         try:
             from ui.app import run

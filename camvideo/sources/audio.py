@@ -1,14 +1,10 @@
-"""Recording a live session: the displayed overlay to an MP4, with the source's audio.
+"""A live source's audio for a recording, retimed onto the recording's clock.
 
-Video goes through :class:`~camvideo.sinks.Mp4Sink`, the encoder ``annotate`` uses, in a
-thread of its own fed through a bounded queue (a recorder that falls behind drops
-frames, counted, rather than stall the display). Timestamps are the frames' live clock
-from the first recorded frame, so the file plays at the pace it was captured.
-
-Audio: a file played live gets its own audio from the recorded position on, following
-loops (:class:`_FileAudio`); a network stream's audio packets are copied as they
-arrive (:class:`_StreamAudio`); cameras have none. Packets are copied, never
-re-encoded, and retimed onto the recording's clock.
+A file played live gets its own audio from the recorded position on, following loops
+(:class:`PacedFileAudio`); a network stream's audio packets are copied as they arrive
+(:class:`StreamAudio`); cameras have none. Packets are copied, never re-encoded. Each
+feed is what :class:`~camvideo.sinks.LiveRecorder` takes as its audio: ``streams``,
+``packets()``, ``end_at(seconds)`` and ``close()``.
 """
 
 from __future__ import annotations
@@ -16,36 +12,21 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import av
 
-from .annotator import FrameResult
-from .errors import OutputError
-from .live import LIVE_TIME_BASE, LiveSource, PacedFileSource, StreamSource
-from .pipeline import DropWorker, Mailbox
-from .sinks import Mp4Sink, _fits_mp4, check_output_folder
-from .video import Frame, VideoInfo
+from ..pipeline import DropOldest
+from ..types import Frame
+from .devices import StreamSource
+from .live import LiveSource, PacedFileSource
 
-__all__ = ["LiveRecorder", "check_recording_path"]
+__all__ = ["LiveAudio", "PacedFileAudio", "StreamAudio", "recording_audio"]
 
 log = logging.getLogger(__name__)
 
-_QUEUE = 90  # frames (3 s at 30 fps) the encoder may fall behind before frames are dropped
 
-
-def check_recording_path(path: Path) -> Path:
-    """Refuse what cannot become a recording: not .mp4, existing, folder missing."""
-    if path.suffix.lower() != ".mp4":
-        raise OutputError(f"{path}: recordings are MP4 files; give a name ending in .mp4")
-    if path.exists():
-        raise OutputError(f"{path}: already exists; choose another name")
-    check_output_folder(path)
-    return path
-
-
-class _AudioFeed:
-    """Audio packets retimed onto the recording's clock; what :class:`_TapSink` copies."""
+class LiveAudio:
+    """Audio packets retimed onto a recording's clock (an ``AudioFeed`` for the writer)."""
 
     streams: list[av.AudioStream]
     end: float | None = None  # recording seconds after which no packet is given (set at the end)
@@ -61,7 +42,7 @@ class _AudioFeed:
         """Called by the sink when it is done with the audio (and on errors)."""
 
 
-class _FileAudio(_AudioFeed):
+class PacedFileAudio(LiveAudio):
     """The audio of a file played by a :class:`PacedFileSource`, from ``first``'s position.
 
     A packet at file time ``q`` in pass ``L`` lands at ``(L - L0) * period + q - q0``
@@ -74,7 +55,7 @@ class _FileAudio(_AudioFeed):
         self._q0 = float(first.extra.get("source_time", 0.0))
         self._loop0 = int(first.extra.get("loop", 0))
         self._container = av.open(str(source.path.absolute()), metadata_errors="replace")
-        self.streams = [s for s in self._container.streams.audio if _fits_mp4(s)]
+        self.streams = list(self._container.streams.audio)
 
     def _period(self) -> float:
         info = self._source.file_info  # the file's own length, until a pass has been timed
@@ -117,7 +98,7 @@ class _FileAudio(_AudioFeed):
             pass
 
 
-class _StreamAudio(_AudioFeed):
+class StreamAudio(LiveAudio):
     """A stream's audio packets as they arrive, retimed by the video's stream-to-live offset.
 
     The source's packets belong to its connection, which a reconnect closes: each one is
@@ -131,11 +112,15 @@ class _StreamAudio(_AudioFeed):
 
     def __init__(self, source: StreamSource, first: Frame) -> None:
         self._source = source
-        self._box: Mailbox[tuple[av.Packet, float]] = Mailbox(size=2000)
+        self._box: DropOldest[tuple[av.Packet, float]] = DropOldest(size=2000)
         stream = source.audio_stream
         assert stream is not None
         self._holder = av.open(io.BytesIO(), mode="w", format="mp4")
-        self.streams = [self._holder.add_stream_from_template(stream)] if _fits_mp4(stream) else []
+        try:  # the writer leaves out a codec MP4 cannot hold (with a warning)
+            self.streams = [self._holder.add_stream_from_template(stream)]
+        except (av.FFmpegError, ValueError) as err:
+            log.warning("%s: its audio cannot be recorded (%s)", source.name, err)
+            self.streams = []
         self._connection = source.connections
         # live seconds = stream seconds + shift; 0 on the recording's clock is first.time
         stream_time = first.extra.get("stream_time")
@@ -193,104 +178,14 @@ class _StreamAudio(_AudioFeed):
             pass
 
 
-class _TapSink(Mp4Sink):
-    """:class:`Mp4Sink` whose audio comes from an :class:`_AudioFeed` instead of a file.
-
-    It fills in the same fields ``Mp4Sink`` sets up for ``audio_from`` (streams to copy,
-    a packet iterator, the per-stream maps), so the muxing, interleaving and closing
-    are Mp4Sink's own.
-    """
-
-    def attach_audio(self, feed: _AudioFeed) -> None:
-        if self.frames_written or not feed.streams:
-            feed.close()
-            return
-        self._audio_in = feed  # closed through _close_audio(), like a container
-        self._audio_streams = feed.streams
-        self._audio_packets = feed.packets()
-        self._audio_next = None
-        self._audio_map = {}
-        self._audio_last = {}
-
-
-class LiveRecorder:
-    """Record :class:`FrameResult` images to ``path`` in a thread of its own.
-
-    :meth:`put` from the session's sink thread; :meth:`finish` from the controlling
-    thread (it flushes and moves the MP4 into place).
-    """
-
-    def __init__(self, path: Path, source: LiveSource, *, crf: int = 23, preset: str = "veryfast") -> None:
-        self.path = check_recording_path(Path(path))
-        self.source = source
-        self.frames = 0
-        self._crf, self._preset = crf, preset
-        self._sink: _TapSink | None = None
-        self._feed: _AudioFeed | None = None
-        self._t0 = 0.0
-        self._last = 0.0  # recording seconds of the last frame written
-        self._worker: DropWorker[FrameResult] = DropWorker(self._write, _QUEUE, "camvideo-record")
-
-    def start(self) -> LiveRecorder:
-        self._worker.start()
-        return self
-
-    def put(self, result: FrameResult) -> None:
-        self._worker.put(result)
-
-    @property
-    def dropped(self) -> int:
-        return self._worker.dropped
-
-    @property
-    def threads(self) -> list:
-        return [self._worker.thread]
-
-    def _write(self, result: FrameResult) -> None:
-        frame = result.frame
-        if self._sink is None:
-            self._t0 = frame.time
-            height, width = result.image.shape[:2]
-            info = VideoInfo(width=width, height=height, fps=self.source.info.fps, time_base=LIVE_TIME_BASE,
-                             name=self.path.name)  # fmt: skip
-            self._sink = _TapSink(self.path, info, crf=self._crf, preset=self._preset)
-            self._feed = self._audio(frame)
-            if self._feed is not None:
-                self._sink.attach_audio(self._feed)
-        seconds = frame.time - self._t0
-        self._sink.write(result.image, round(seconds / LIVE_TIME_BASE), seconds)
-        self._last = seconds
-        self.frames += 1
-
-    def _audio(self, first: Frame) -> _AudioFeed | None:
-        source = self.source
-        try:
-            if isinstance(source, PacedFileSource) and source.info.has_audio:
-                return _FileAudio(source, first)
-            if isinstance(source, StreamSource) and source.audio_stream is not None:
-                return _StreamAudio(source, first)
-        except (av.FFmpegError, OSError) as err:
-            log.warning("%s: recording without audio (%s)", self.path, err)
-        return None
-
-    def finish(self) -> Path:
-        """Write what is queued, finish the MP4 and return its path.
-
-        Raises:
-            OutputError: nothing was recorded, or the file could not be written.
-        """
-        self._worker.close(timeout=30.0)
-        sink = self._sink
-        if isinstance(self.source, StreamSource):
-            self.source.on_audio = None
-        if self._worker.error is not None:
-            if sink is not None:
-                sink.abort()
-            err = self._worker.error
-            raise err if isinstance(err, OutputError) else OutputError(f"{self.path}: recording failed ({err})")
-        if sink is None:
-            raise OutputError(f"{self.path}: no frame was recorded, so no video was made")
-        if self._feed is not None:
-            # The audio ends with the last frame's duration: close() copies up to there.
-            self._feed.end_at(self._last + 1.0 / (self.source.info.fps or 30.0))
-        return sink.close()
+def recording_audio(source: LiveSource, first: Frame) -> LiveAudio | None:
+    """The audio feed for a recording of ``source`` that starts at frame ``first``, or
+    None when the source has no audio (a camera) or it cannot be read (logged)."""
+    try:
+        if isinstance(source, PacedFileSource) and source.info.has_audio:
+            return PacedFileAudio(source, first)
+        if isinstance(source, StreamSource) and source.audio_stream is not None:
+            return StreamAudio(source, first)
+    except (av.FFmpegError, OSError) as err:
+        log.warning("%s: recording without audio (%s)", source.name, err)
+    return None

@@ -14,110 +14,39 @@ CPU and the map follows a few frames behind. The model thread is the only one th
 touches the :class:`~camvideo.engine.Explainer`.
 
 All threads come from :mod:`camvideo.pipeline`; this module only wires them. Settings
-changed in the GUI reach the render thread through a :class:`LatestSlot`, and are
+changed in the GUI reach the render thread through a one-item
+:class:`~camvideo.pipeline.DropOldest`, and are
 applied between frames by the thread that owns what they change.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from .annotator import FrameAnnotator, FrameResult
-from .engine.explainer import Explainer
-from .errors import CamvideoError, ModelError, OutputError
-from .live import LiveSource, open_live_source
-from .pipeline import LatestSlot, LatestWorker, Pipeline, Task
-from .render import Renderer
-from .smoothing import TemporalSmoother
-from .video import Frame
+from ..engine import Explainer
+from ..errors import CamvideoError, ModelError, OutputError
+from ..pipeline import DropOldest, DropWorker, LatestWorker, Pipeline, Task
+from ..render import Renderer, TemporalSmoother
+from ..sinks import LiveRecorder
+from ..sources import LiveSource, open_live_source, recording_audio
+from ..types import Frame, FrameResult
+from .settings import LiveOptions, target_of
+from .stage import FrameAnnotator
 
-__all__ = ["LiveOptions", "LiveStats", "LatencyMeter", "LiveSession"]
+__all__ = ["LiveSession", "LiveStats"]
+
+#: Frames (3 s at 30 fps) a recording's encoder may fall behind before frames are dropped.
+RECORDING_QUEUE = 90
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LiveOptions:
-    """Everything about a live session that the user picks (CLI flags, GUI controls)."""
-
-    model: str = "efficientnet_lite0"
-    weights: str | None = None
-    layer: str | None = None
-    method: str = "cam"
-    target: str = "top1"
-    device: str = "auto"
-    precision: str = "fp32"
-    alpha: float = 0.5
-    colormap: str = "jet"
-    boxes: bool = True
-    labels: bool = True
-    threshold: float = 0.2
-    smooth: float = 0.25
-    side_by_side: bool = False
-    every: int = 1
-    #: torch CPU threads while the model runs in the background (every > 1): one core
-    #: left for decoding, drawing and the GUI keeps the display on time. 0: leave as is.
-    model_threads: int = 1
-
-    def model_key(self) -> tuple:
-        """What a new Explainer is needed for (anything else changes on the fly)."""
-        return (self.model, self.weights, self.layer, self.device, self.precision)
-
-    @classmethod
-    def from_args(cls, args: object) -> LiveOptions:
-        """From an argparse namespace (``camvideo live``): the fields it has."""
-        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-        return cls(**values)
-
-
-class LatencyMeter:
-    """Capture-to-display latency percentiles and display rate over a sliding window.
-
-    Fed by the one thread that displays (``record``); read by the same thread.
-    """
-
-    def __init__(self, window: float = 5.0) -> None:
-        self.window = window
-        self._samples: collections.deque[tuple[float, float]] = collections.deque()  # (shown, latency)
-        self.count = 0
-
-    def record(self, captured: float, shown: float | None = None) -> float:
-        shown = time.monotonic() if shown is None else shown
-        latency = max(0.0, shown - captured)
-        self._samples.append((shown, latency))
-        self.count += 1
-        self._trim(shown)
-        return latency
-
-    def _trim(self, now: float) -> None:
-        while self._samples and self._samples[0][0] < now - self.window:
-            self._samples.popleft()
-
-    def percentile(self, q: float) -> float | None:
-        """Latency (seconds) at percentile ``q`` (0..100) in the window; None when empty."""
-        self._trim(time.monotonic())
-        values = sorted(lat for _, lat in self._samples)
-        if not values:
-            return None
-        rank = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-        return values[rank]
-
-    def fps(self) -> float:
-        """Frames displayed per second over the window."""
-        self._trim(time.monotonic())
-        if len(self._samples) < 2:
-            return 0.0
-        span = self._samples[-1][0] - self._samples[0][0]
-        return (len(self._samples) - 1) / span if span > 0 else 0.0
 
 
 @dataclass
@@ -149,7 +78,7 @@ class LiveSession:
     camera, else the sample), or an opened :class:`LiveSource` (the session closes it).
     ``explainer``: reuse a loaded model (it must match ``options.model_key()``); the
     session never closes an explainer it was given. ``on_frame`` is the display slot's
-    doorbell (see :class:`~camvideo.pipeline.LatestSlot`). ``after``: a previous session
+    doorbell (see :class:`~camvideo.pipeline.DropOldest`). ``after``: a previous session
     to wait for before touching the shared explainer.
 
     Everything slow (opening the camera, loading the model) happens in the session's
@@ -168,7 +97,7 @@ class LiveSession:
         after: LiveSession | None = None,
     ) -> None:
         self.options = options
-        self.display: LatestSlot[FrameResult] = LatestSlot(on_frame)
+        self.display: DropOldest[FrameResult] = DropOldest(1, on_frame)
         self.state = "opening"
         self.error: BaseException | None = None
         self.notice = ""  # a message for the user that is not fatal (a method that cannot be used)
@@ -180,10 +109,10 @@ class LiveSession:
         self._loop = loop
         self._after = after
         self.owns_explainer = explainer is None  # close it when the session ends
-        self._settings: LatestSlot[LiveOptions] = LatestSlot()
+        self._settings: DropOldest[LiveOptions] = DropOldest(1)
         self._pipeline: Pipeline | None = None
         self._worker: LatestWorker | None = None
-        self._recorder = None
+        self._recorder: _Recording | None = None
         self._stopping = False
         self._threads_before: int | None = None  # torch CPU threads before a background model limited them
         self._task: Task[None] = Task(self._main, "camvideo-live")
@@ -261,13 +190,11 @@ class LiveSession:
     def start_recording(self, path: str | Path, crf: int = 23, preset: str = "veryfast") -> Path:
         """Record the overlay (as displayed) to an MP4 from the next frame on, with the
         source's audio where it has one. Raises OutputError for a path that cannot be used."""
-        from .record import LiveRecorder
-
         if self._recorder is not None:
             raise OutputError(f"already recording to {self._recorder.path}")
         if self.source is None or self.state != "running":
             raise OutputError("nothing to record yet: the source is not open")
-        self._recorder = LiveRecorder(Path(path), self.source, crf=crf, preset=preset).start()
+        self._recorder = _Recording(Path(path), self.source, crf=crf, preset=preset)
         return self._recorder.path
 
     def stop_recording(self) -> Path | None:
@@ -321,8 +248,7 @@ class LiveSession:
             return
         options = self.options
         if self.explainer is None:
-            self.explainer = Explainer(options.model, method=options.method, layer=options.layer, device=options.device,
-                                       weights=options.weights, precision=options.precision)  # fmt: skip
+            self.explainer = Explainer.from_options(options)
         elif self.explainer.method != options.method:
             self.explainer.set_method(options.method)
         try:
@@ -448,16 +374,41 @@ def _set_method(explainer: Explainer | None, method: str) -> str | None:
     return None
 
 
-def target_of(text: str | int | None) -> str | int | None:
-    """A target setting as the explainer takes it: "top1", "top3", an index, a name."""
-    if text is None:
-        return None
-    value = str(text).strip()
-    return int(value) if value.isdigit() else value
+class _Recording:
+    """A :class:`~camvideo.sinks.LiveRecorder` fed by a drop-when-full worker thread, so
+    a recording that falls behind drops frames (counted) rather than stall the display."""
 
+    def __init__(self, path: Path, source: LiveSource, *, crf: int, preset: str) -> None:
+        self.writer = LiveRecorder(path, source.info.fps, audio=partial(recording_audio, source), crf=crf,
+                                   preset=preset)  # fmt: skip
+        self.path = self.writer.path
+        self._worker: DropWorker[FrameResult] = DropWorker(self.writer.write, RECORDING_QUEUE, "camvideo-record")
+        self._worker.start()
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of a non-empty sequence (the benchmark's and tests' helper)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+    def put(self, result: FrameResult) -> None:
+        self._worker.put(result)
 
+    @property
+    def frames(self) -> int:
+        return self.writer.frames_written
+
+    @property
+    def dropped(self) -> int:
+        return self._worker.dropped
+
+    @property
+    def threads(self) -> list:
+        return [self._worker.thread]
+
+    def finish(self) -> Path:
+        """Write what is queued, finish the MP4 and return its path.
+
+        Raises:
+            OutputError: nothing was recorded, or the file could not be written.
+        """
+        self._worker.close(timeout=30.0)
+        err = self._worker.error
+        if err is not None:
+            self.writer.abort()
+            raise err if isinstance(err, OutputError) else OutputError(f"{self.path}: recording failed ({err})")
+        return self.writer.close()

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

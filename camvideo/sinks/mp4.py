@@ -12,14 +12,12 @@ copied packet for packet (never re-encoded) and interleaved with the video by ti
 The video encoder is ``libx264`` (CPU, frame threads) or ``h264_nvenc`` (an NVIDIA
 GPU's encoder, where it has one); ``encoder="auto"`` picks NVENC where it works. The
 choice is made at the first frame, when the size is known, by
-:mod:`camvideo.encoders` (:func:`encoder_available` probes by encoding one frame);
+:mod:`camvideo.sinks.encoders` (:func:`encoder_available` probes by encoding one frame);
 NVENC that does not work falls back to libx264 with a logged line, never an error.
 """
 
 from __future__ import annotations
 
-import errno
-import io
 import logging
 import math
 import os
@@ -32,11 +30,14 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 
-from .encoders import ENCODERS, X264_PRESETS, choose_encoder, configure, encoder_available
-from .errors import InputError, OutputError
-from .video import VideoInfo
+from ..errors import OutputError
+from ..options import X264_PRESETS
+from ..types import FrameResult, VideoInfo
+from .audio import AudioCopier, AudioFeed, FileAudio
+from .base import Writer, check_output_folder, describe_os_error
+from .encoders import ENCODERS, choose_encoder, configure
 
-__all__ = ["Mp4Sink", "X264_PRESETS", "ENCODERS", "encoder_available", "check_output_folder"]
+__all__ = ["Mp4Sink"]
 
 log = logging.getLogger(__name__)
 
@@ -45,46 +46,7 @@ log = logging.getLogger(__name__)
 _BT709 = 1  # AVCOL_SPC_BT709 == AVCOL_PRI_BT709 == AVCOL_TRC_BT709
 
 
-def _reason(err: BaseException) -> str:
-    """One-line description of an I/O failure, with the common ones spelled out."""
-    code = getattr(err, "errno", None)
-    if code == errno.ENOSPC:
-        return "disk full"
-    if code == errno.EDQUOT:
-        return "disk quota exceeded"
-    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
-    return " ".join(str(text).split())
-
-
-def check_output_folder(path: Path) -> Path:
-    """The folder ``path`` will be written in; OutputError when it is missing or not writable."""
-    folder = path.absolute().parent
-    if not folder.is_dir():
-        raise OutputError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: folder {folder} is not writable")
-    return folder
-
-
-def _fits_mp4(stream: av.stream.Stream) -> bool:
-    """Whether ``stream`` can be copied into an MP4 as it is (tried on an in-memory one).
-
-    Audio is never re-encoded, so a codec MP4 cannot hold (G.711, some ADPCM, WMA) is
-    left out with a warning instead of failing the whole video at its first frame.
-    """
-    try:
-        with av.open(io.BytesIO(), mode="w", format="mp4") as probe:
-            probe.add_stream_from_template(stream)
-            probe.start_encoding()
-        return True
-    except (av.FFmpegError, ValueError, OSError) as err:
-        name = stream.codec_context.name if stream.codec_context else "unknown"
-        log.warning("audio stream #%d (%s) cannot go into an MP4 unchanged, left out (%s)",
-                    stream.index, name, _reason(err))  # fmt: skip
-        return False
-
-
-class Mp4Sink:
+class Mp4Sink(Writer):
     """Encode uint8 RGB frames to an H.264 (yuv420p, BT.709) MP4 with ``+faststart``.
 
     The video stream is sized from the first image written (so a side-by-side view of
@@ -97,8 +59,9 @@ class Mp4Sink:
         path: the MP4 to make. Whether it may be overwritten is the caller's decision.
         info: the source's :class:`VideoInfo`; its ``time_base`` becomes the output
             video's, its ``fps`` is a rate-control hint.
-        audio_from: a file whose audio streams are copied unchanged into the output
-            (normally the source video itself); None for no audio.
+        audio: where the audio comes from, copied unchanged into the output: a file
+            (normally the source video itself) or an :class:`~camvideo.sinks.AudioFeed`
+            (a live source's audio, retimed); None for no audio.
         crf: x264 constant rate factor, 0 (lossless) to 51. NVENC gets the same
             number as its constant-quality target (``rc=vbr``, ``cq``, no bit rate
             cap; crf 0 becomes cq 1).
@@ -113,7 +76,10 @@ class Mp4Sink:
 
     Attributes:
         encoder: the encoder actually used, ``"libx264"`` or ``"h264_nvenc"``;
-            None until the first :meth:`write` (the choice depends on the size).
+            None until the first frame (the choice depends on the size).
+
+    :meth:`write` takes a :class:`~camvideo.types.FrameResult` (the writers' protocol);
+    :meth:`encode` takes a bare image with its pts and time.
 
     Use as a context manager: an exception inside the block aborts (no output, temp
     file removed); a normal exit or Ctrl-C (KeyboardInterrupt) closes and keeps what
@@ -122,7 +88,7 @@ class Mp4Sink:
     Raises:
         OutputError: the folder is missing or not writable, the disk is full, or an
             option is out of range (``encoder`` included).
-        InputError: ``audio_from`` cannot be read.
+        InputError: the ``audio`` file cannot be read.
     """
 
     def __init__(
@@ -130,24 +96,21 @@ class Mp4Sink:
         path: str | PathLike,
         info: VideoInfo,
         *,
-        audio_from: str | PathLike | None = None,
+        audio: str | PathLike | AudioFeed | None = None,
         crf: int = 23,
         preset: str = "veryfast",
         threads: int = 0,
         encoder: str = "libx264",
     ) -> None:
-        self.path = Path(path)
+        super().__init__(path)
         self.info = info
-        self.frames_written = 0
-        self.encoder: str | None = None  # chosen at the first write()
+        self.encoder: str | None = None  # chosen at the first frame
         self._crf, self._preset, self._threads, self._requested = crf, preset, threads, encoder
         self._out: av.container.OutputContainer | None = None
-        self._audio_in: av.container.InputContainer | None = None
+        self._audio: AudioCopier | None = None
         self._video: av.VideoStream | None = None
         self._size: tuple[int, int] | None = None  # (width, height) of the images written
         self._last_pts: int | None = None
-        self._finished = False  # closed or aborted
-        self._saved = False  # close() succeeded
         if not (isinstance(crf, int) and 0 <= crf <= 51):
             raise OutputError(f"{self.path}: crf must be a whole number from 0 to 51, not {crf!r}")
         if preset not in X264_PRESETS:
@@ -157,25 +120,31 @@ class Mp4Sink:
         if encoder not in ENCODERS:
             raise OutputError(f"{self.path}: encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
 
+        self._audio_source = audio
+        self.open()
+
+    def _open(self) -> None:
         folder = check_output_folder(self.path)
         # Same folder as the target, so the final os.replace() is an atomic rename on
         # one file system; hidden so folder scans (find_videos) skip it.
         self._temp = folder / f".{self.path.name}.partial-{secrets.token_hex(4)}.mp4"
-        if audio_from is not None:
-            self._open_audio(Path(audio_from))
+        audio = self._audio_source
+        if audio is not None:
+            feed = FileAudio(audio) if isinstance(audio, (str, PathLike)) else audio
+            self._audio = AudioCopier(feed, self.path)
         try:
             # FFmpeg creates the file only when the first packet comes out of the encoder:
             # make it now, so a folder we cannot write in (a read-only mount, /proc, ACLs
             # that os.access does not see) fails here, before any frame is decoded.
             os.close(os.open(self._temp, os.O_WRONLY | os.O_CREAT, 0o666))
         except OSError as err:
-            self.abort()
-            raise OutputError(f"{self.path}: cannot create a file in {folder} ({_reason(err)})") from err
+            self._discard()
+            raise OutputError(f"{self.path}: cannot create a file in {folder} ({describe_os_error(err)})") from err
         try:
             self._open_output()
         except (av.FFmpegError, OSError) as err:
-            self.abort()
-            raise OutputError(f"{self.path}: cannot create a file in {folder} ({_reason(err)})") from err
+            self._discard()
+            raise OutputError(f"{self.path}: cannot create a file in {folder} ({describe_os_error(err)})") from err
 
     def _open_output(self) -> None:
         """(Re)create the output container on the temporary file; nothing is written yet."""
@@ -195,72 +164,9 @@ class Mp4Sink:
         while video < 10000:
             video *= 2
         scale = video
-        for stream in getattr(self, "_audio_streams", []):
+        for stream in self._audio.streams if self._audio is not None else []:
             scale = math.lcm(scale, stream.codec_context.sample_rate or 1)
         return scale if scale < 2**31 else video
-
-    # -- audio ----------------------------------------------------------------------
-
-    def _open_audio(self, source: Path) -> None:
-        """Open our own demuxer of ``source``'s audio, read lazily while writing."""
-        try:
-            self._audio_in = av.open(str(source.absolute()), mode="r", metadata_errors="replace")
-        except (av.FFmpegError, OSError) as err:
-            raise InputError(f"{source}: cannot read its audio ({_reason(err)})") from err
-        self._audio_streams = [s for s in self._audio_in.streams.audio if _fits_mp4(s)]
-        if not self._audio_streams:
-            self._close_audio()
-            return
-        self._audio_packets = self._audio_in.demux(self._audio_streams)
-        self._audio_next: av.Packet | None = None
-        self._audio_map: dict[int, av.stream.Stream] = {}
-        self._audio_last: dict[int, int | None] = {}  # last pts per source stream
-
-    def _mux_audio_until(self, seconds: float | None) -> None:
-        """Copy the source's audio packets up to ``seconds`` (all of them for None).
-
-        Reading ahead of the video by at most one packet keeps memory flat and lets
-        the muxer interleave audio and video as it goes.
-        """
-        assert self._out is not None
-        while self._audio_in is not None:
-            packet = self._audio_next
-            if packet is None:
-                try:
-                    packet = next(self._audio_packets)
-                except StopIteration:
-                    self._close_audio()
-                    return
-                except (av.FFmpegError, OSError) as err:
-                    log.warning("%s: audio stops early, its source is damaged (%s)", self.path, _reason(err))
-                    self._close_audio()
-                    return
-                if packet.size == 0:  # demux()'s end-of-stream marker, not data
-                    continue
-                self._audio_next = packet
-            stamp = packet.pts if packet.pts is not None else packet.dts
-            if seconds is not None and stamp is not None and packet.time_base is not None:
-                if stamp * packet.time_base > seconds:
-                    return
-            self._audio_next = None
-            index = packet.stream.index
-            # MP4 stores a duration per sample and ends the track's edit at the last
-            # one's end: a packet without a duration (NUT, some Matroska) would be cut
-            # off at the end. Assume it lasts as long as the gap before it.
-            previous = self._audio_last.get(index)
-            if not packet.duration and stamp is not None and previous is not None and stamp > previous:
-                packet.duration = stamp - previous
-            self._audio_last[index] = stamp
-            packet.stream = self._audio_map[index]
-            self._out.mux(packet)
-
-    def _close_audio(self) -> None:
-        if self._audio_in is not None:
-            try:
-                self._audio_in.close()
-            except (av.FFmpegError, OSError):
-                pass
-            self._audio_in = None
 
     # -- video ----------------------------------------------------------------------
 
@@ -279,7 +185,7 @@ class Mp4Sink:
                 # last NVENC session, say). Streams cannot be removed from a container,
                 # but nothing is written yet: start a new one on the same file.
                 log.warning("%s: h264_nvenc failed to start (%s); encoding with libx264 instead",
-                            self.path, _reason(err))  # fmt: skip
+                            self.path, describe_os_error(err))  # fmt: skip
                 self._out.close()
                 self._open_output()
                 encoder = "libx264"
@@ -287,9 +193,8 @@ class Mp4Sink:
             self._add_video(encoder, width, height)  # opened by the first encode() call
         self.encoder = encoder
         self._size = (width, height)
-        if self._audio_in is not None:
-            for source in self._audio_streams:
-                self._audio_map[source.index] = self._out.add_stream_from_template(source)
+        if self._audio is not None and self._audio.active:
+            self._audio.add_streams(self._out)
 
     def _add_video(self, encoder: str, width: int, height: int) -> av.VideoStream:
         """Add the video stream for ``encoder``: yuv420p, BT.709, the source's clock."""
@@ -321,7 +226,10 @@ class Mp4Sink:
         self._last_pts = pts
         return pts
 
-    def write(self, image: np.ndarray, pts: int | None, time: float) -> None:
+    def _write(self, result: FrameResult) -> None:
+        self._encode(result.image, result.frame.pts, result.frame.time)
+
+    def encode(self, image: np.ndarray, pts: int | None, time: float) -> None:
         """Encode one uint8 RGB (H, W, 3) image shown at ``pts`` (in ``info.time_base``).
 
         ``time`` (seconds) is used when ``pts`` is None, and to decide how much of the
@@ -332,8 +240,11 @@ class Mp4Sink:
                 output is removed first).
             ValueError: the image is not uint8 RGB, or not the size of the first one.
         """
-        if self._finished or self._out is None:
-            raise RuntimeError(f"{self.path}: write() after close() or abort()")
+        self._guarded(self._encode, image, pts, time)
+        self.frames_written += 1
+
+    def _encode(self, image: np.ndarray, pts: int | None, time: float) -> None:
+        assert self._out is not None
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected a uint8 RGB (H, W, 3) image, got {image.dtype} {image.shape}")
@@ -353,88 +264,71 @@ class Mp4Sink:
         frame.time_base = self.info.time_base
         assert self._video is not None
         try:
-            self._mux_audio_until(time)
+            if self._audio is not None:
+                self._audio.mux_until(self._out, time)
             self._out.mux(self._video.encode(frame))
         except (av.FFmpegError, OSError) as err:
             self._fail("cannot write", err)
-        self.frames_written += 1
 
     # -- finishing ------------------------------------------------------------------
 
     def _fail(self, what: str, err: BaseException) -> None:
-        self.abort()
-        raise OutputError(f"{self.path}: {what} ({_reason(err)}); nothing was saved") from err
+        self.abort()  # inside a write, the protocol finishes this when the write returns
+        raise OutputError(f"{self.path}: {what} ({describe_os_error(err)}); nothing was saved") from err
 
-    def close(self) -> Path:
+    def _finish(self) -> Path:
         """Flush the encoder, copy the rest of the audio, and move the file into place.
 
-        Returns the target path. Calling it again after success returns it again.
+        Returns the target path. Calling close() again after success returns it again.
 
         Raises:
             OutputError: no frame was written, or the file could not be finished (the
                 partial output is removed).
         """
-        if self._saved:
-            return self.path
-        if self._finished:
-            raise RuntimeError(f"{self.path}: close() after abort()")
         if self.frames_written == 0 or self._video is None or self._out is None:
-            self.abort()
             raise OutputError(f"{self.path}: no frames were written, so no video was made")
         try:
             self._out.mux(self._video.encode(None))
-            self._mux_audio_until(None)
+            if self._audio is not None:
+                self._audio.mux_until(self._out, None)
             # Writes the trailer; +faststart then rewrites the file with the index first.
             self._out.close()
         except (av.FFmpegError, OSError) as err:
             self._fail("cannot finish", err)
         self._out = None
-        self._close_audio()
+        if self._audio is not None:
+            self._audio.close()
         try:
             os.replace(self._temp, self.path)
         except OSError as err:
             self._fail("cannot move the finished video into place", err)
-        self._finished = self._saved = True
         return self.path
 
-    def abort(self) -> None:
-        """Stop and delete the partial output; the target is left untouched. Idempotent.
-
-        After a successful :meth:`close` there is nothing partial left, so it does nothing.
-        """
-        if self._saved:
-            return
-        self._finished = True
-        # Unlink first: closing writes the trailer and, with +faststart, would copy the
-        # whole partial file once more; with the name gone that second pass just fails.
+    def _unlink_partial(self) -> None:
         try:
             self._temp.unlink()
         except (FileNotFoundError, AttributeError):
             pass
         except OSError as err:
-            log.warning("%s: could not remove %s (%s)", self.path, self._temp, _reason(err))
+            log.warning("%s: could not remove %s (%s)", self.path, self._temp, describe_os_error(err))
+
+    def _discard(self) -> None:
+        """Stop and delete the partial output; the target is left untouched. Idempotent."""
+        # Unlink first: closing writes the trailer and, with +faststart, would copy the
+        # whole partial file once more; with the name gone that second pass just fails.
+        self._unlink_partial()
         if self._out is not None:
             try:
                 self._out.close()
             except (av.FFmpegError, OSError):
                 pass
             self._out = None
-        self._close_audio()
+        if self._audio is not None:
+            self._audio.close()
         try:
             self._temp.unlink()  # in case closing re-created it
         except (FileNotFoundError, AttributeError, OSError):
             pass
-
-    def __enter__(self) -> Mp4Sink:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, Exception):
-            self.abort()
-        elif exc is not None and self.frames_written == 0:
-            self.abort()  # Ctrl-C before the first frame: nothing to keep, don't mask it
-        elif not self._finished:
-            self.close()
 
     def __repr__(self) -> str:
         return f"Mp4Sink({str(self.path)!r}, frames_written={self.frames_written})"

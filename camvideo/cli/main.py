@@ -15,34 +15,35 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
-from .errors import CamvideoError, OutputError
+from .. import __version__
+from .. import options as defaults
+from ..errors import CamvideoError, OutputError
+from ..options import COLORMAP_NAMES, ENCODER_NAMES, HWACCEL_NAMES, METHOD_NAMES, PRECISIONS, X264_PRESETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-METHOD_NAMES = ("cam", "gradcam", "hirescam", "gradcam++", "layercam", "scorecam", "eigencam")
-COLORMAP_NAMES = ("jet", "turbo", "inferno", "viridis", "magma", "plasma", "hot")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default="efficientnet_lite0", help="model name (see `camvideo models`) [%(default)s]")
+    group.add_argument("--model", default=defaults.DEFAULT_MODEL, help="model name (see `camvideo models`) [%(default)s]")
     group.add_argument("--weights", metavar="PATH", help="local state dict for the model (loaded with weights_only=True)")
     group.add_argument("--layer", metavar="NAME", help="dotted name of the layer to explain [auto: last spatial layer]")
-    group.add_argument("--method", default="cam", choices=METHOD_NAMES, help="CAM method [%(default)s]")
+    group.add_argument("--method", default=defaults.DEFAULT_METHOD, type=_method, choices=METHOD_NAMES,
+                       help="CAM method [%(default)s]")  # fmt: skip
     group.add_argument("--target", default="top1", help="top1, topK, a class index or a class name [%(default)s]")
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N [%(default)s]")
-    group.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="model precision [%(default)s]")
+    group.add_argument("--precision", default="fp32", choices=PRECISIONS, help="model precision [%(default)s]")
     group.add_argument("--batch-size", type=_positive_int, metavar="N", help="frames per model call [2 on the CPU, 32 on CUDA]")
 
 
 def _render_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("overlay")
-    group.add_argument("--alpha", type=_unit_float, default=0.5, help="heatmap opacity, 0..1 [%(default)s]")
-    group.add_argument("--colormap", default="jet", choices=COLORMAP_NAMES, help="[%(default)s]")
+    group.add_argument("--alpha", type=_unit_float, default=defaults.DEFAULT_ALPHA, help="heatmap opacity, 0..1 [%(default)s]")
+    group.add_argument("--colormap", default=defaults.DEFAULT_COLORMAP, choices=COLORMAP_NAMES, help="[%(default)s]")
     group.add_argument("--boxes", action=argparse.BooleanOptionalAction, default=True, help="draw the CAM box [on]")
     group.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True, help="draw class and score [on]")
-    group.add_argument("--threshold", type=_unit_float, default=0.2, help="box threshold, fraction of the map's max [%(default)s]")
-    group.add_argument("--smooth", type=_nonneg_float, default=0.25, metavar="SECONDS",
+    group.add_argument("--threshold", type=_unit_float, default=defaults.DEFAULT_THRESHOLD, help="box threshold, fraction of the map's max [%(default)s]")
+    group.add_argument("--smooth", type=_nonneg_float, default=defaults.DEFAULT_SMOOTH, metavar="SECONDS",
                        help="temporal smoothing time constant; 0 turns it off [%(default)s]")  # fmt: skip
     group.add_argument("--side-by-side", action="store_true", help="original | overlay, side by side")
 
@@ -70,14 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     out = annotate.add_argument_group("output")
     out.add_argument("--jsonl", metavar="PATH", help="per-frame records (a folder when there are several inputs)")
     out.add_argument("--maps", metavar="PATH.npz", help="raw maps, float16 (a folder when there are several inputs)")
-    out.add_argument("--crf", type=int, default=23, help="x264 quality, 0 (lossless) .. 51 [%(default)s]")
-    out.add_argument("--preset", default="veryfast", help="x264 speed preset (mapped to NVENC's p1..p7) [%(default)s]")
+    out.add_argument("--crf", type=int, default=defaults.DEFAULT_CRF, help="x264 quality, 0 (lossless) .. 51 [%(default)s]")
+    out.add_argument("--preset", default=defaults.DEFAULT_PRESET, choices=X264_PRESETS, metavar="PRESET",
+                     help=f"x264 speed preset, one of {', '.join(X264_PRESETS)} (NVENC: p1..p7) [%(default)s]")  # fmt: skip
     speed = annotate.add_argument_group("speed")
     speed.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
                        help="videos annotated at once, sharing the model [auto: 1 on the CPU, up to 4 on CUDA]")  # fmt: skip
-    speed.add_argument("--hwaccel", default="auto", choices=("auto", "none", "cuda"),
+    speed.add_argument("--hwaccel", default="auto", choices=HWACCEL_NAMES,
                        help="hardware video decoding, falls back to the CPU when unavailable [auto: cuda with --device cuda]")  # fmt: skip
-    speed.add_argument("--encoder", default="auto", choices=("auto", "libx264", "h264_nvenc"),
+    speed.add_argument("--encoder", default="auto", choices=ENCODER_NAMES,
                        help="H.264 encoder; h264_nvenc falls back to libx264 where the GPU has none "
                        "[auto: h264_nvenc when it works and the model runs on CUDA, else libx264]")  # fmt: skip
     speed.add_argument("--compile", action="store_true",
@@ -155,7 +157,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "models":
             return _models()
         if args.command == "live":
-            from .live_cli import run_live
+            from .live import run_live
 
             return run_live(args)
     except CamvideoError as err:
@@ -179,7 +181,7 @@ def _internal(err: BaseException) -> str:
 
 
 def _models() -> int:
-    from .models import available_models
+    from ..engine import available_models
 
     width = max(len(name) for name, _, _ in available_models())
     for name, offline, note in available_models():
@@ -193,8 +195,9 @@ def plan_outputs(inputs: list[Path], output: str | None, suffix: str, default_di
         return [Path(output)]
     folder = Path(output) if output is not None else default_dir
     if output is not None and not folder.is_dir():
-        if not folder.absolute().parent.is_dir():
-            raise OutputError(f"{folder}: folder {folder.absolute().parent} does not exist")
+        from ..sinks import check_output_folder
+
+        check_output_folder(folder)
         try:
             folder.mkdir()
         except OSError as err:
@@ -220,18 +223,16 @@ def _check_not_inputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from .annotate import AnnotateSettings, VideoJob, annotate_many, describe, progress_bar, resolve_hwaccel
-    from .engine.explainer import Explainer
-    from .render import Renderer
-    from .samples import sample_video
-    from .sources import find_videos
+    from ..engine import Explainer
+    from ..jobs import AnnotateSettings, VideoJob, annotate_many, describe, progress_bar, resolve_hwaccel
+    from ..render import Renderer
+    from ..sources import find_videos, sample_video
 
     inputs = find_videos(args.inputs) if args.inputs else [sample_video()]
     outputs = plan_outputs(inputs, args.output, ".cam.mp4", Path.cwd())
     jsonls = plan_outputs(inputs, args.jsonl, ".jsonl", Path.cwd()) if args.jsonl else [None] * len(inputs)
     maps = plan_outputs(inputs, args.maps, ".npz", Path.cwd()) if args.maps else [None] * len(inputs)
-    explainer = Explainer(args.model, method=args.method, layer=args.layer, device=args.device,
-                          weights=args.weights, precision=args.precision, compile=args.compile)  # fmt: skip
+    explainer = Explainer.from_options(args)
     explainer.selector(args.target)  # a wrong class name fails now, not on every video
     renderer = Renderer(args.colormap, args.alpha, boxes=args.boxes, labels=args.labels, threshold=args.threshold,
                         side_by_side=args.side_by_side, class_names=explainer.class_names)  # fmt: skip
@@ -287,6 +288,14 @@ AUTO_GPU_JOBS = 4
 def _jobs(text: str) -> int:
     """``auto`` (0, decided once the device is known) or a positive number."""
     return 0 if text == "auto" else _positive_int(text)
+
+
+def _method(text: str) -> str:
+    """A method name as typed ("Grad-CAM", "gradcam_pp") -> its canonical name; argparse's
+    choices then refuse what is unknown."""
+    from ..options import canonical_method
+
+    return canonical_method(text) or text
 
 
 def _positive_int(text: str) -> int:

@@ -1,8 +1,8 @@
 """Live device sources: cameras (OpenCV or PyAV) and network streams (PyAV).
 
-Both build on :class:`~camvideo.live._Reconnecting`: a device that stops delivering is
+Both build on :class:`~camvideo.sources.live.ReconnectingSource`: a device that stops delivering is
 reported in ``status`` and reopened until it is back. Import them from
-:mod:`camvideo.live` (``open_live_source`` picks the right one from a SOURCE argument).
+:mod:`camvideo.sources.opening` (``open_live_source`` picks the right one from a SOURCE argument).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import InputError
-from .live import LIVE_TIME_BASE, _Lost, _Raw, _Reconnecting
-from .video import VideoInfo
+from ..errors import InputError
+from ..types import VideoInfo
+from .live import LIVE_TIME_BASE, DeviceLost, RawFrame, ReconnectingSource
 
 __all__ = ["CameraInfo", "list_cameras", "CameraSource", "StreamSource"]
 
@@ -59,7 +59,7 @@ def list_cameras() -> list[CameraInfo]:
     return found
 
 
-class CameraSource(_Reconnecting):
+class CameraSource(ReconnectingSource):
     """A webcam by index (``0``) or device path (``/dev/video0``).
 
     ``backend="opencv"``: ``cv2.VideoCapture`` with a one-frame buffer (V4L2 on Linux).
@@ -166,17 +166,17 @@ class CameraSource(_Reconnecting):
         except (StopIteration, av.FFmpegError, OSError):
             return None
 
-    def _read(self) -> Iterator[_Raw]:
+    def _read(self) -> Iterator[RawFrame]:
         while not self.closed:
             with self._lock:
                 if self._pending is not None:
                     image, self._pending = self._pending, None
                 elif self._capture is None:
-                    raise _Lost("closed")
+                    raise DeviceLost("closed")
                 elif self.backend == "opencv":
                     ok, bgr = self._capture.read()  # type: ignore[attr-defined]
                     if not ok or bgr is None:
-                        raise _Lost("no frame from the camera")
+                        raise DeviceLost("no frame from the camera")
                     import cv2
 
                     image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -184,9 +184,9 @@ class CameraSource(_Reconnecting):
                     try:
                         image = next(self._av_frames).to_ndarray(format="rgb24")  # type: ignore[arg-type]
                     except StopIteration:
-                        raise _Lost("the camera stopped") from None
+                        raise DeviceLost("the camera stopped") from None
                     except (av.FFmpegError, OSError) as err:
-                        raise _Lost(" ".join(str(err).split())) from None
+                        raise DeviceLost(" ".join(str(err).split())) from None
             yield image, time.monotonic(), {}
 
     def _close_device(self) -> None:
@@ -228,7 +228,7 @@ def _stream_options(url: str) -> dict[str, str]:
     return options
 
 
-class StreamSource(_Reconnecting):
+class StreamSource(ReconnectingSource):
     """A network stream (rtsp, http(s), udp, tcp, ...) decoded with PyAV.
 
     The constructor connects and decodes the first frame (within ``open_timeout``
@@ -295,7 +295,7 @@ class StreamSource(_Reconnecting):
                 for image, _, extra in self._decode_some():
                     self._pending, self._pending_extra = image, extra
                     break
-            except _Lost as err:
+            except DeviceLost as err:
                 self._close_container()
                 raise InputError(f"{self.url}: no video frame could be decoded ({err})") from None
             if self._pending is None:
@@ -321,10 +321,10 @@ class StreamSource(_Reconnecting):
                     extra = {"stream_time": float(frame.time)} if frame.time is not None else {}
                     yield frame.to_ndarray(format="rgb24"), time.monotonic(), extra
         except (av.FFmpegError, OSError) as err:
-            raise _Lost(" ".join(str(err).split())) from None
-        raise _Lost("the stream ended")
+            raise DeviceLost(" ".join(str(err).split())) from None
+        raise DeviceLost("the stream ended")
 
-    def _read(self) -> Iterator[_Raw]:
+    def _read(self) -> Iterator[RawFrame]:
         if self._pending is not None:
             image, self._pending = self._pending, None
             yield image, time.monotonic(), self._pending_extra

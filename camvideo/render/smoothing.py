@@ -12,6 +12,11 @@ dropped or uneven frames weigh what their time gap says):
 Class hysteresis: the shown class c* changes only when another class's smoothed
 probability beats p̄[c*] by the factor ``switch_ratio``. A time that goes backwards (a
 looped file, a seek) starts afresh.
+
+One clock: :attr:`TemporalSmoother.time` is the time of the last frame either EMA has
+taken in. :meth:`~TemporalSmoother.select` and :meth:`~TemporalSmoother.smooth` each
+advance it; when both are called for the same frames (select, then smooth), the second
+call reuses the first's weights, so the two EMAs always see the same Δt.
 """
 
 from __future__ import annotations
@@ -33,35 +38,48 @@ class TemporalSmoother:
         self.reset()
 
     def reset(self) -> None:
-        self._time: float | None = None  # time of the last frame smoothed
+        self.time: float | None = None  # the clock: time of the last frame taken in
+        self._batch: tuple[tuple[float, ...], list[float]] | None = None  # the last frames' times and weights
         self._probs: torch.Tensor | None = None
         self._class: int | None = None
         self._map: torch.Tensor | None = None
         self._bounds: torch.Tensor | None = None
-        self._pending: list[float] = []  # weights computed by select(), used by smooth()
 
     @property
     def enabled(self) -> bool:
         return self.tau > 0
 
-    def _weights(self, times: Sequence[float]) -> list[float]:
-        """a_t per frame; 1.0 (start afresh) for the first frame and when time goes back."""
+    def _advance(self, times: Sequence[float]) -> list[float]:
+        """The EMA weight a_t of each frame, moving the clock to the last one.
+
+        Frames the clock has just taken in (the same batch, seen by the other EMA) get the
+        weights they got then; 1.0 (start afresh) for the first frame and when time goes back.
+        """
+        key = tuple(float(t) for t in times)
+        if self._batch is not None and self._batch[0] == key:
+            return self._batch[1]
         weights = []
-        last = self._time
-        for t in times:
+        last = self.time
+        for t in key:
             if last is None or t < last:
                 weights.append(1.0)
             else:
                 weights.append(1.0 - math.exp(-(t - last) / self.tau) if self.tau > 0 else 1.0)
             last = t
+        if key:
+            self.time = key[-1]
+            self._batch = (key, weights)
         return weights
 
     def select(self, logits: torch.Tensor, times: Sequence[float]) -> torch.Tensor:
         """The class to show for each frame (N,), with hysteresis. Call once per batch, in order."""
         if not self.enabled:
             return logits.argmax(dim=1)
-        weights = self._weights(times)
-        probs = torch.softmax(logits.float(), dim=1)
+        weights = self._advance(times)
+        # Our state must be an ordinary tensor: an inference tensor (logits made under
+        # torch.inference_mode) cannot be updated in place once outside that mode.
+        with torch.inference_mode(False):
+            probs = torch.softmax(logits.float(), dim=1).clone()
         chosen = []
         for i, a in enumerate(weights):
             if a == 1.0 or self._probs is None or self._probs.shape != probs[i].shape:
@@ -73,7 +91,6 @@ class TemporalSmoother:
                 if best != self._class and self._probs[best] > self.switch_ratio * self._probs[self._class]:
                     self._class = best
             chosen.append(self._class)
-        self._pending = weights
         return torch.tensor(chosen, device=logits.device, dtype=torch.long)
 
     def smooth(self, maps: torch.Tensor, times: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -84,8 +101,7 @@ class TemporalSmoother:
         """
         if not self.enabled:
             return maps, None
-        weights = self._pending if len(self._pending) == len(times) else self._weights(times)
-        self._pending = []
+        weights = self._advance(times)
         out = torch.empty_like(maps, dtype=torch.float32)
         bounds = torch.empty(maps.shape[0], 2, device=maps.device)
         for i, a in enumerate(weights):
@@ -98,5 +114,4 @@ class TemporalSmoother:
                 self._bounds += a * (torch.stack([self._map.min(), self._map.max()]) - self._bounds)
             out[i] = self._map
             bounds[i] = self._bounds
-        self._time = times[-1] if len(times) else self._time
         return out, bounds

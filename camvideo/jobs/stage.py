@@ -1,7 +1,7 @@
 """The engine stage: a batch of decoded frames in, annotated frames and their records out.
 
-It ties the :class:`~camvideo.engine.Explainer`, the :class:`TemporalSmoother` and the
-:class:`~camvideo.render.Renderer` together for one stream of frames. uint8 frames go
+It ties the :class:`~camvideo.engine.Explainer`, the
+:class:`~camvideo.render.TemporalSmoother` and the :class:`~camvideo.render.Renderer` together for one stream of frames. uint8 frames go
 to the device once; preprocessing, the model, the maps, smoothing, upsampling, the
 colormap and the blend all happen there, and only the finished frame comes back.
 
@@ -16,39 +16,17 @@ so a slow model never holds a frame back.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-
 import torch
 
-from .engine.explainer import Explainer, Explanation, Target
-from .render import Box, Renderer
-from .smoothing import TemporalSmoother
-from .video import Frame
+from ..engine import Explainer, Explanation, Target
+from ..render import Renderer, TemporalSmoother
+from ..types import Frame, FrameResult
 
-
-@dataclass
-class FrameResult:
-    """One annotated frame and what the model said about it."""
-
-    frame: Frame  # the source frame (its image is the original)
-    image: np.ndarray  # annotated uint8 RGB
-    classes: list[int]  # the class(es) the map is for: one, or k for top-k targets
-    scores: list[float]  # their softmax probabilities
-    box: Box | None
-    top5: list[tuple[int, float]]
-    raw_map: np.ndarray | None = None  # (T, h', w') float32 raw maps, when kept
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def class_index(self) -> int:
-        return self.classes[0]
-
-    @property
-    def score(self) -> float:
-        return self.scores[0]
+__all__ = ["FrameAnnotator", "ModelOutput", "warm_up"]
 
 
 @dataclass

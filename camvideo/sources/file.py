@@ -32,9 +32,9 @@ from pathlib import Path
 import av
 from av.codec.hwaccel import HWAccel, hwdevices_available
 
-from .errors import InputError
+from ..errors import InputError
+from ..types import Frame, VideoInfo
 from .upright import orientation, turn_upright, yuv_matrix
-from .video import Frame, VideoInfo
 
 __all__ = ["VIDEO_EXTENSIONS", "find_videos", "FileSource"]
 

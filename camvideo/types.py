@@ -1,4 +1,9 @@
-"""Small value types shared by every stage: what a video is and what a frame carries."""
+"""Small value types shared by every stage: what a video is, what a frame carries, what
+the stage made of it.
+
+This module imports numpy only (no torch, no engine), so sources, sinks and writers can
+use these types without loading the model code.
+"""
 
 from __future__ import annotations
 
@@ -46,3 +51,28 @@ class Frame:
     time: float
     captured: float = 0.0
     extra: dict = field(default_factory=dict)
+
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, x1/y1 exclusive
+
+
+@dataclass
+class FrameResult:
+    """One annotated frame and what the model said about it."""
+
+    frame: Frame  # the source frame (its image is the original)
+    image: np.ndarray  # annotated uint8 RGB
+    classes: list[int]  # the class(es) the map is for: one, or k for top-k targets
+    scores: list[float]  # their softmax probabilities
+    box: Box | None
+    top5: list[tuple[int, float]]
+    raw_map: np.ndarray | None = None  # (T, h', w') float32 raw maps, when kept
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def class_index(self) -> int:
+        return self.classes[0]
+
+    @property
+    def score(self) -> float:
+        return self.scores[0]

@@ -22,14 +22,14 @@ import logging
 import av
 import numpy as np
 
+from ..options import ENCODER_NAMES, X264_PRESETS
+
 __all__ = ["ENCODERS", "X264_PRESETS", "encoder_available", "choose_encoder", "configure"]
 
 log = logging.getLogger(__name__)
 
 #: Values of ``Mp4Sink(encoder=...)``.
-ENCODERS = ("libx264", "h264_nvenc", "auto")
-
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+ENCODERS = ENCODER_NAMES
 
 # x264 presets -> NVENC's p1 (fastest) .. p7 (best), by the same speed/quality intent.
 _NVENC_PRESETS = {

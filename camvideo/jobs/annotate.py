@@ -8,6 +8,7 @@ once on one model (:func:`~camvideo.pipeline.run_jobs`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from dataclasses import dataclass
@@ -16,15 +17,14 @@ from typing import Callable, Iterator, Sequence
 
 from av.codec.hwaccel import hwdevices_available
 
-from .annotator import FrameAnnotator, FrameResult
-from .engine.explainer import Explainer, Target
-from .errors import OutputError
-from .pipeline import JobContext, Pipeline, PipelineStats, run_jobs
-from .render import Renderer
-from .results import JsonlWriter, MapsWriter
-from .sinks import Mp4Sink
-from .smoothing import TemporalSmoother
-from .sources import FileSource
+from ..engine import Explainer, Target
+from ..errors import OutputError
+from ..pipeline import JobContext, Pipeline, PipelineStats, run_jobs
+from ..render import Renderer, TemporalSmoother
+from ..sinks import JsonlWriter, MapsWriter, Mp4Sink, Writer, close_together
+from ..sources import FileSource
+from ..types import FrameResult
+from .stage import FrameAnnotator
 
 log = logging.getLogger("camvideo")
 
@@ -128,60 +128,45 @@ def annotate_video(
     if len({path.resolve() for path in outputs}) < len(outputs):
         raise OutputError(f"{output}: the video, --jsonl and --maps outputs must be different files")
     batch_size = settings.batch_size or default_batch_size(explainer.device.type)
-    with FileSource(input_path, hwaccel=settings.hwaccel) as source:
+    with FileSource(input_path, hwaccel=settings.hwaccel) as source, contextlib.ExitStack() as outputs:
         if on_start is not None:
             on_start(source)
         annotator = FrameAnnotator(
             explainer, renderer, TemporalSmoother(settings.smooth), settings.target, keep_maps=maps is not None,
             static_batch=batch_size if settings.static_batch else None,
         )
-        writers: list = []
-        sink = Mp4Sink(output, source.info, audio_from=input_path if source.info.has_audio else None,
-                       crf=settings.crf, preset=settings.preset, encoder=settings.encoder)  # fmt: skip
-        writers.append(sink)
+        # Each writer aborts (nothing left behind) if the block ends with an error.
+        sink = outputs.enter_context(
+            Mp4Sink(output, source.info, audio=input_path if source.info.has_audio else None,
+                    crf=settings.crf, preset=settings.preset, encoder=settings.encoder)  # fmt: skip
+        )
+        writers: list[Writer] = [sink]
+        if jsonl is not None:
+            writers.append(outputs.enter_context(JsonlWriter(jsonl, explainer.class_names)))
+        if maps is not None:
+            writers.append(outputs.enter_context(MapsWriter(maps)))
+
+        def consume(result: FrameResult) -> None:
+            for writer in writers:
+                writer.write(result)
+            if on_frame is not None:
+                on_frame(result)
+
+        pipeline = Pipeline(source, annotator, consume, batch_size=batch_size,
+                            close_source=source.close, stall_timeout=settings.stall_timeout,
+                            interrupt=context.interrupt if context else None)  # fmt: skip
         try:
-            jsonl_writer = JsonlWriter(jsonl, explainer.class_names) if jsonl is not None else None
-            maps_writer = MapsWriter(maps) if maps is not None else None
-            writers += [w for w in (jsonl_writer, maps_writer) if w is not None]
-
-            def consume(result: FrameResult) -> None:
-                sink.write(result.image, result.frame.pts, result.frame.time)
-                if jsonl_writer is not None:
-                    jsonl_writer.write(result)
-                if maps_writer is not None:
-                    maps_writer.write(result)
-                if on_frame is not None:
-                    on_frame(result)
-
-            pipeline = Pipeline(source, annotator, consume, batch_size=batch_size,
-                                close_source=source.close, stall_timeout=settings.stall_timeout,
-                                interrupt=context.interrupt if context else None)  # fmt: skip
             stats = pipeline.run()
-            if stats.interrupted:
-                # run() stops waiting for its stages after a grace period; the sink may
-                # still be writing a frame, and closing the MP4 under it would race.
-                pipeline.wait_stage("sink", SINK_WAIT)
-        except BaseException:
-            for writer in writers:
-                writer.abort()
-            raise
+        finally:
+            # run() stops waiting for its stages after a grace period; the sink thread may
+            # still be inside a write. Let it finish before the writers are closed or
+            # aborted (an abort that still lands mid-write is finished by that write).
+            pipeline.wait_stage("sink", SINK_WAIT)
         if stats.frames_written == 0:
-            for writer in writers:
-                writer.abort()
             if stats.interrupted:
                 raise KeyboardInterrupt
             raise OutputError(f"{input_path}: no frame could be annotated; nothing written")
-        saved: list[Path] = []
-        try:
-            for writer in writers:
-                saved.append(writer.close())
-        except BaseException:
-            # All or nothing: a video whose records could not be saved is removed too.
-            for writer in writers:
-                writer.abort()
-            for path in saved:
-                path.unlink(missing_ok=True)
-            raise
+        close_together(writers)  # all or nothing: a video whose records fail is removed too
         return AnnotateReport(input_path, output, stats, source.frames_lost, stats.interrupted,
                               decoder=source.decoder, encoder=sink.encoder or "")  # fmt: skip
 

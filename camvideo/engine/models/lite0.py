@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 __all__ = ["EfficientNetLite0", "efficientnet_lite0", "lite0_weights_path"]
 

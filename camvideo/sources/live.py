@@ -10,7 +10,7 @@ and recordings see one clock) and ``pts`` counts that time in :data:`LIVE_TIME_B
   ``VideoCapture`` (buffer size 1) or PyAV's v4l2 / avfoundation / dshow input.
 * :class:`StreamSource`: rtsp://, http(s)://, udp://, tcp:// ... through PyAV, probing
   briefly and decoding with low delay.
-  (These two are in :mod:`camvideo.live_devices`, importable from here.)
+  (These two are in :mod:`camvideo.sources.devices`.)
 * :class:`PacedFileSource`: a video file at its own frame rate, optionally looped.
 
 A camera or stream that stops delivering is reported in :attr:`LiveSource.status`
@@ -30,27 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, SourceLost
-from .pipeline import Gate
-from .sources import FileSource
-from .video import Frame, VideoInfo
+from ..errors import InputError, SourceLost
+from ..pipeline import Gate
+from ..types import Frame, VideoInfo
+from .file import FileSource
 
 __all__ = [
-    "LIVE_TIME_BASE", "STREAM_SCHEMES", "LiveSource", "CameraSource", "StreamSource", "PacedFileSource",
-    "CameraInfo", "list_cameras", "open_live_source", "describe_spec",
+    "LIVE_TIME_BASE", "STREAM_SCHEMES", "DeviceLost", "LiveSource", "RawFrame", "ReconnectingSource",
+    "PacedFileSource",
 ]  # fmt: skip
-
-# The device sources live in live_devices.py (they build on the base classes here).
-_DEVICES = ("CameraSource", "StreamSource", "CameraInfo", "list_cameras")
-
-
-def __getattr__(name: str):
-    if name in _DEVICES:
-        from . import live_devices
-
-        return getattr(live_devices, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +46,11 @@ log = logging.getLogger(__name__)
 LIVE_TIME_BASE = Fraction(1, 90000)
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt")
 
-_Raw = tuple[np.ndarray, float, dict]  # (RGB image, captured, extra) from a device read
+#: (RGB image, captured, extra): one read from a device.
+RawFrame = tuple[np.ndarray, float, dict]
 
 
-class _Lost(Exception):
+class DeviceLost(Exception):
     """The open device or stream stopped delivering (the reason is the message)."""
 
 
@@ -156,15 +145,15 @@ class LiveSource:
         return f"{type(self).__name__}({self.name!r})"
 
 
-class _Reconnecting(LiveSource):
+class ReconnectingSource(LiveSource):
     """A device that may disappear: read until it fails, report it, reopen with backoff."""
 
     def __init__(self, name: str, reconnect_timeout: float | None) -> None:
         super().__init__(name)
         self.reconnect_timeout = reconnect_timeout
 
-    def _read(self) -> Iterator[_Raw]:
-        """Frames from the open device; raises :class:`_Lost` (or returns) when it stops."""
+    def _read(self) -> Iterator[RawFrame]:
+        """Frames from the open device; raises :class:`DeviceLost` (or returns) when it stops."""
         raise NotImplementedError
 
     def _reopen(self) -> None:
@@ -180,7 +169,7 @@ class _Reconnecting(LiveSource):
                     self.status = "live"
                     yield image, captured, captured - start, extra
                 reason = "it stopped sending frames"
-            except _Lost as err:
+            except DeviceLost as err:
                 reason = str(err)
             if self.closed:
                 return
@@ -276,64 +265,3 @@ class PacedFileSource(LiveSource):
 
     def _release(self) -> None:
         self._file.close()
-
-
-# -- choosing a source ----------------------------------------------------------------------------
-
-
-def describe_spec(spec: str) -> str:
-    """What a SOURCE argument names: "camera", "stream", "file" or "sample"."""
-    text = spec.strip()
-    if text.lower() == "sample":
-        return "sample"
-    bare = text.removeprefix("av:")
-    if bare.isdigit() or bare.startswith("/dev/video") or (text.startswith("av:") and bare):
-        return "camera"
-    if "://" in text and text.split("://", 1)[0].lower() in STREAM_SCHEMES:
-        return "stream"
-    return "file"
-
-
-def open_live_source(
-    spec: str | PathLike | None,
-    *,
-    loop: bool = True,
-    reconnect_timeout: float | None = None,
-) -> LiveSource:
-    """Open what a SOURCE argument names.
-
-    ``None``: the first camera that opens, else the bundled sample video (looped, so
-    there is always something to show). ``"0"``, ``"1"``, ``/dev/video2``: a camera
-    (OpenCV); ``av:0`` / ``av:/dev/video0`` / ``av:video=NAME``: a camera through PyAV.
-    ``rtsp://`` ``http(s)://`` ``udp://`` ``tcp://`` ...: a stream. ``sample``: the
-    bundled sample. Anything else: a video file, played in real time.
-
-    Raises:
-        InputError: the camera is missing or busy, the stream cannot be reached, the
-            file is not a video; the message says which.
-    """
-    from .live_devices import CameraSource, StreamSource, list_cameras
-    from .samples import sample_video
-
-    if spec is None:
-        for camera in list_cameras():
-            try:
-                return CameraSource(camera.spec, reconnect_timeout=reconnect_timeout)
-            except InputError as err:
-                log.info("%s", err)
-        return PacedFileSource(sample_video(), loop=True)
-    text = str(spec).strip()
-    kind = describe_spec(text)
-    if kind == "sample":
-        return PacedFileSource(sample_video(), loop=loop)
-    if kind == "camera":
-        backend = "av" if text.startswith("av:") else "opencv"
-        return CameraSource(text.removeprefix("av:"), backend=backend, reconnect_timeout=reconnect_timeout)
-    if kind == "stream":
-        return StreamSource(text, reconnect_timeout=reconnect_timeout)
-    path = Path(text)
-    if not path.exists() and "://" in text:
-        raise InputError(f"{text}: unknown stream protocol; use one of {', '.join(STREAM_SCHEMES)}")
-    if not path.exists():
-        raise InputError(f"{text}: not a camera index, device, stream URL or existing video file")
-    return PacedFileSource(path, loop=loop)

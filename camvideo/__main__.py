@@ -1,0 +1,7 @@
+"""``python -m camvideo`` is the ``camvideo`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

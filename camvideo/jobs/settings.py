@@ -1,0 +1,51 @@
+"""What the user picks for a live session (CLI flags, GUI controls), as one value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from .. import options as defaults
+
+__all__ = ["LiveOptions", "target_of"]
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """Everything about a live session that the user picks (CLI flags, GUI controls)."""
+
+    model: str = defaults.DEFAULT_MODEL
+    weights: str | None = None
+    layer: str | None = None
+    method: str = defaults.DEFAULT_METHOD
+    target: str = "top1"
+    device: str = "auto"
+    precision: str = "fp32"
+    alpha: float = defaults.DEFAULT_ALPHA
+    colormap: str = defaults.DEFAULT_COLORMAP
+    boxes: bool = True
+    labels: bool = True
+    threshold: float = defaults.DEFAULT_THRESHOLD
+    smooth: float = defaults.DEFAULT_SMOOTH
+    side_by_side: bool = False
+    every: int = 1
+    #: torch CPU threads while the model runs in the background (every > 1): one core
+    #: left for decoding, drawing and the GUI keeps the display on time. 0: leave as is.
+    model_threads: int = 1
+
+    def model_key(self) -> tuple:
+        """What a new Explainer is needed for (anything else changes on the fly)."""
+        return (self.model, self.weights, self.layer, self.device, self.precision)
+
+    @classmethod
+    def from_args(cls, args: object) -> LiveOptions:
+        """From an argparse namespace (``camvideo live``): the fields it has."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        return cls(**values)
+
+
+def target_of(text: str | int | None) -> str | int | None:
+    """A target setting as the explainer takes it: "top1", "top3", an index, a name."""
+    if text is None:
+        return None
+    value = str(text).strip()
+    return int(value) if value.isdigit() else value

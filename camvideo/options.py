@@ -1,0 +1,50 @@
+"""Option names and defaults, in one place for the CLI, ``ui/`` and the engine.
+
+Pure Python (no torch, no OpenCV): the command line builds its choices from here before
+anything heavy is imported, and the engine and the renderer check their own tables
+against these names (tested), so a name can never exist in one front end only.
+"""
+
+from __future__ import annotations
+
+#: The CAM methods, in the order the front ends list them.
+METHOD_NAMES: tuple[str, ...] = ("cam", "gradcam", "hirescam", "gradcam++", "layercam", "scorecam", "eigencam")
+
+#: OpenCV's colormap tables that the renderer offers.
+COLORMAP_NAMES: tuple[str, ...] = ("jet", "turbo", "inferno", "viridis", "magma", "plasma", "hot")
+
+#: x264's presets, fastest first (NVENC maps them to p1..p7).
+X264_PRESETS: tuple[str, ...] = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
+)  # fmt: skip
+
+#: Values of ``--encoder`` / ``Mp4Sink(encoder=...)``: ``auto`` is NVENC where it works.
+ENCODER_NAMES: tuple[str, ...] = ("libx264", "h264_nvenc", "auto")
+
+#: Values of ``--hwaccel``.
+HWACCEL_NAMES: tuple[str, ...] = ("auto", "none", "cuda")
+
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_METHOD = "cam"
+DEFAULT_COLORMAP = "jet"
+DEFAULT_ALPHA = 0.5
+DEFAULT_THRESHOLD = 0.2  # the box rule: fraction of the map's maximum (Zhou et al.)
+DEFAULT_SMOOTH = 0.25  # seconds
+DEFAULT_CRF = 23
+DEFAULT_PRESET = "veryfast"
+
+# Spellings people type for the same method: "grad-cam", "GradCAM", "grad_cam_pp", ...
+_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
+
+
+def canonical_method(name: str) -> str | None:
+    """The method's canonical name (one of :data:`METHOD_NAMES`), or None when unknown.
+
+    Case, spaces, ``-`` and ``_`` are ignored, and ``pp``/``plusplus`` mean ``++``:
+    ``"Grad-CAM"`` → ``"gradcam"``, ``"gradcam_pp"`` → ``"gradcam++"``.
+    """
+    key = "".join(name.split()).lower().replace("-", "").replace("_", "")
+    key = _ALIASES.get(key, key)
+    return key if key in METHOD_NAMES else None
