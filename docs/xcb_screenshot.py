@@ -8,8 +8,8 @@ drew). It then checks the pixels of the camvideo window (found with ``xdotool``)
 
 - the window is on the screen and not black or blank (it has the grey of the panel and
   the colours of the picture);
-- the heatmap's colours are in it: JET red (R >= 200, G <= 90, B <= 90) and JET blue
-  (B >= 200, R <= 90) pixels, each at least 0.2 % of the window;
+- the heatmap's colours are in it: saturated warm (JET red-orange) and cool (JET blue)
+  pixels, each at least 0.5 % of the window (see :func:`heat_shares`);
 - the app exits 0 and writes its snapshot.
 
 The last good screenshot is cropped to the window and saved (``--out``; the README's
@@ -78,11 +78,17 @@ def screenshot(env: dict, path: Path) -> np.ndarray | None:
 
 
 def heat_shares(window: np.ndarray) -> tuple[float, float]:
-    """Shares of JET-red and JET-blue pixels in the window."""
-    r, g, b = (window[..., i].astype(np.int16) for i in range(3))
-    red = (r >= 200) & (g <= 90) & (b <= 90)
-    blue = (b >= 200) & (r <= 90)
-    return float(red.mean()), float(blue.mean())
+    """Shares of the heatmap's warm (JET red-orange) and cool (JET blue) pixels in the window.
+
+    The heat is blended half and half with the picture, so its colours are judged by hue
+    and saturation (OpenCV HSV, hue 0..180): warm = hue <= 15 or >= 170, cool = hue
+    100..130, both saturated (S >= 130) and bright. The panel's greys and the black bars
+    have no saturation."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(window), cv2.COLOR_RGB2HSV)
+    h, s, v = (hsv[..., i].astype(np.int16) for i in range(3))
+    warm = ((h <= 15) | (h >= 170)) & (s >= 130) & (v >= 130)
+    cool = (h >= 100) & (h <= 130) & (s >= 130) & (v >= 100)
+    return float(warm.mean()), float(cool.mean())
 
 
 def check(window: np.ndarray) -> str | None:
@@ -94,8 +100,8 @@ def check(window: np.ndarray) -> str | None:
     if window.std() < 10:
         return f"the window is blank (one flat colour, std {window.std():.1f})"
     red, blue = heat_shares(window)
-    if red < 0.002 or blue < 0.002:
-        return f"no heatmap colours in the window (JET red {red:.2%}, blue {blue:.2%} of its pixels)"
+    if red < 0.005 or blue < 0.005:
+        return f"no heatmap colours in the window (warm {red:.2%}, cool {blue:.2%} of its pixels)"
     return None
 
 
@@ -150,6 +156,8 @@ def main() -> int:
                 x, y, w, h = geometry
                 window = screen[max(y, 0) : y + h, max(x, 0) : x + w]
                 problem = check(window) or ""
+                if os.environ.get("CAMVIDEO_XCB_DEBUG"):
+                    cv2.imwrite(os.environ["CAMVIDEO_XCB_DEBUG"], cv2.cvtColor(window, cv2.COLOR_RGB2BGR))
                 if not problem:
                     red, blue = heat_shares(window)
                     if best is None or red + blue > best[0]:
@@ -172,7 +180,7 @@ def main() -> int:
             _, window, (x, y, w, h) = best
             red, blue = heat_shares(window)
             print(f"OK: xcb window {w}x{h} at ({x}, {y}) on a {SCREEN[0]}x{SCREEN[1]} Xvfb screen; "
-                  f"JET red {red:.1%}, blue {blue:.1%} of its pixels; mean level {window.mean():.0f}")  # fmt: skip
+                  f"heat colours: warm {red:.1%}, cool {blue:.1%} of its pixels; mean level {window.mean():.0f}")  # fmt: skip
             if args.out:
                 cv2.imwrite(str(args.out), cv2.cvtColor(window, cv2.COLOR_RGB2BGR))
                 print(f"saved {args.out}")

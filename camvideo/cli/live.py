@@ -3,7 +3,9 @@
 The source is opened and the model loaded here, before PyQt6 is imported, so a
 missing camera, an unreachable stream, a wrong class name or an unusable output path
 ends with one ``camvideo: error: ...`` line and no window. Without a display (and no
-``QT_QPA_PLATFORM`` set) the command says so instead of letting Qt abort.
+``QT_QPA_PLATFORM`` set) the command says so instead of letting Qt abort; so it does
+when a system library of Qt's platform plugin is missing (:mod:`.desktop`), with the
+command that installs it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import CamvideoError, OutputError
+from .desktop import check_platform_libraries
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -67,6 +70,7 @@ def run_live(args: argparse.Namespace) -> int:
     if snapshot is not None and record is not None and snapshot.absolute() == record.absolute():
         raise OutputError(f"{snapshot}: --snapshot and --record are the same file")
     check_display()
+    check_platform_libraries()  # Qt would abort (SIGABRT) on a missing plugin library
     source = open_live_source(args.source, loop=args.loop)
     try:
         spec = args.source
