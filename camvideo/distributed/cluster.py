@@ -1,0 +1,111 @@
+"""Where the work runs: a Ray cluster joined, or a local one started on 127.0.0.1.
+
+``address`` as ``camvideo annotate --ray [ADDRESS]`` takes it:
+
+* None: the cluster ``RAY_ADDRESS`` names, else a new local cluster on this machine;
+* ``"local"``: a new local cluster, whatever ``RAY_ADDRESS`` says;
+* ``"auto"``: the running cluster this machine belongs to (``ray start`` was run here);
+* ``"ray://host:10001"``: a remote cluster through Ray Client;
+* ``"host:6379"``: a cluster's head (its GCS address).
+
+The local cluster listens on the loopback interface only and starts no dashboard unless
+asked: annotating videos must not open a port to the network. Ray resolves
+``127.0.0.1`` to the machine's outward address unless its cluster mode is off
+(``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ray is imported), so that switch is
+set for the local cluster's processes, which inherit it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from ..errors import CamvideoError
+
+LOOPBACK = "127.0.0.1"
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class ClusterError(CamvideoError):
+    """Ray is missing, or the cluster cannot be reached or started."""
+
+
+@dataclass
+class ClusterInfo:
+    """The cluster a run uses."""
+
+    address: str  # what was asked ("local" for a cluster started here)
+    started_here: bool
+    cpus: float
+    gpus: float
+    nodes: int
+    startup: float  # seconds ray.init took
+
+
+def import_ray():
+    """``ray``, or a one-line error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError("--ray needs Ray: pip install 'camvideo[ray]' (or pip install ray)") from None
+    return ray
+
+
+def _local_switch_off() -> None:
+    """Make Ray keep 127.0.0.1 as the node address (see the module's docstring)."""
+    os.environ[_CLUSTER_SWITCH] = "0"
+    if "ray" in sys.modules:  # imported before we could set it: its constant was read already
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None:
+            constants.ENABLE_RAY_CLUSTER = False
+
+
+@contextlib.contextmanager
+def ray_cluster(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    dashboard: bool = False,
+) -> Iterator[ClusterInfo]:
+    """Join or start a Ray cluster for the block; a cluster started here is shut down after.
+
+    When Ray is already initialised in this process (a test's fixture, a notebook), that
+    connection is used as it is and left open.
+    """
+    if address is None:
+        address = os.environ.get("RAY_ADDRESS") or "local"
+    local = address == "local"
+    if local:
+        _local_switch_off()
+    ray = import_ray()
+    own = not ray.is_initialized()
+    started = time.monotonic()
+    if own:
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
+        try:
+            if local:
+                ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard, dashboard_host=LOOPBACK,
+                         _node_ip_address=LOOPBACK, **quiet)  # fmt: skip
+            else:
+                ray.init(address=address, **quiet)
+        except KeyboardInterrupt:
+            ray.shutdown()
+            raise
+        except Exception as err:  # noqa: BLE001 - Ray's many connection errors: one line
+            ray.shutdown()
+            what = "start a local Ray cluster" if local else f"connect to the Ray cluster at {address}"
+            raise ClusterError(f"cannot {what} ({' '.join(str(err).split())[:300]})") from err
+    try:
+        resources = ray.cluster_resources()
+        info = ClusterInfo(address, own and local, float(resources.get("CPU", 0)), float(resources.get("GPU", 0)),
+                           len([n for n in ray.nodes() if n.get("Alive")]), time.monotonic() - started)  # fmt: skip
+        yield info
+    finally:
+        if own:
+            ray.shutdown()

@@ -1,0 +1,294 @@
+"""The driver: videos out to the workers, outcomes back as they finish.
+
+:func:`annotate_on_ray` plans every video (a task that opens it and, for a long one,
+lists its keyframes), starts one :class:`~camvideo.distributed.worker.AnnotateWorker`
+actor per worker slot, and hands each free actor the next video or segment. Placement,
+restarts and retries are Ray's: an actor whose process dies is restarted (on another
+node if its node is gone) and re-runs the call it had, up to ``retries`` times. When a
+video's segments are all done, a joining task remuxes them into its outputs.
+
+Ctrl-C kills the actors and the joining tasks, waits until they are gone, and removes
+every unfinished video's temporary files and parts: no partial output stays anywhere.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from ..errors import ModelError
+from ..jobs import AnnotateSettings, VideoJob, default_batch_size
+from .segments import WARMUP_TAUS
+from .worker import (
+    AnnotateWorker, ModelSpec, OverlaySpec, ProgressBoard, WorkDone, join_segments, leftovers, plan_video,
+    remove_leftovers, segment_paths, video_targets,
+)  # fmt: skip
+
+_WAIT = 0.2  # seconds between looks at the board while waiting for results
+_GONE_WAIT = 30.0  # seconds to wait, after Ctrl-C, for killed actors' calls to end
+
+
+@dataclass
+class VideoOutcome:
+    """One video's result: what the manifest records."""
+
+    video: VideoJob
+    frames: int = 0
+    wall: float = 0.0  # seconds from its first call's start to its end, on the driver's clock
+    nodes: list[str] = field(default_factory=list)
+    decoder: str = ""
+    encoder: str = ""
+    attempts: int = 0  # the most attempts any of its calls took (1: no retry)
+    segments: int = 0  # 0: annotated whole
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall if self.wall > 0 else 0.0
+
+    def record(self) -> dict:
+        """The manifest line: input, output, frames, fps, worker node, codecs, attempts, error."""
+        return {
+            "input": str(self.video.input), "output": str(self.video.output), "frames": self.frames,
+            "fps": round(self.fps, 3), "worker_node": ",".join(self.nodes), "decoder": self.decoder,
+            "encoder": self.encoder, "attempts": self.attempts, "segments": self.segments, "error": self.error,
+        }  # fmt: skip
+
+
+@dataclass
+class _Video:
+    job: VideoJob
+    key: str
+    plan: dict | None = None
+    started: float | None = None
+    running: int = 0  # its segments' calls in flight
+    error: str | None = None  # a segment failed
+    outcome: VideoOutcome | None = None
+    parts: list[WorkDone] = field(default_factory=list)
+
+
+def worker_slots(cpus: float, gpus: float, use_gpus: bool, cpus_per_worker: int) -> int:
+    """Actors the cluster holds: one per GPU, else one per ``cpus_per_worker`` CPUs."""
+    if use_gpus:
+        return max(1, int(gpus))
+    return max(1, int(cpus // cpus_per_worker))
+
+
+def annotate_on_ray(
+    videos: Sequence[VideoJob],
+    settings: AnnotateSettings,
+    *,
+    model: ModelSpec = ModelSpec(),
+    overlay: OverlaySpec = OverlaySpec(),
+    workers: int | None = None,
+    segment_seconds: float = 120.0,
+    retries: int = 2,
+    cpus_per_worker: int = 1,
+    manifest: Path | None = None,
+    on_event: Callable[[str, VideoJob | None, Any], None] | None = None,
+) -> Iterator[VideoOutcome]:
+    """Annotate ``videos`` on the Ray cluster this process is connected to.
+
+    Yields each video's :class:`VideoOutcome` as it finishes (failed ones included:
+    one video's problem never costs the others). Videos longer than ``segment_seconds``
+    (0: never) are cut at keyframes and their segments annotated in parallel.
+    ``workers``: actors to start (default: one per GPU, else one per ``cpus_per_worker``
+    CPUs). ``retries``: how often Ray re-runs a call whose worker died.
+    ``manifest``: a JSONL file that gets each outcome's :meth:`~VideoOutcome.record`.
+    ``on_event(kind, video, value)``: progress for a display: ``("planned", video,
+    frames)``, ``("started", video, {node, pid, attempt, call})`` (a call began on a
+    worker), ``("frames", video, n)`` (n more frames done), ``("done", video, outcome)``.
+
+    Raises :class:`~camvideo.errors.ModelError` when the workers cannot load the model
+    (once, before any video starts), and KeyboardInterrupt after cleaning up on Ctrl-C.
+    """
+    from .cluster import import_ray
+
+    ray = import_ray()
+    notify = on_event or (lambda kind, video, value: None)
+    resources = ray.cluster_resources()
+    use_gpus = resources.get("GPU", 0) > 0 and model.device != "cpu"
+    batch = settings.batch_size or default_batch_size("cuda" if use_gpus else "cpu")
+    warmup = WARMUP_TAUS * settings.smooth
+    states = {f"v{i}": _Video(job, f"v{i}") for i, job in enumerate(videos)}
+    log = open(manifest, "a", encoding="utf-8") if manifest is not None else None  # noqa: SIM115
+    board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+    plan_task = ray.remote(num_cpus=0, max_retries=retries)(plan_video)
+    join_task = ray.remote(num_cpus=0, max_retries=retries)(join_segments)
+    actors: list = []
+    calls: dict = {}  # object ref -> (video key, segment or None, actor)
+    joins: dict = {}  # object ref -> video key
+    attempts: collections.Counter = collections.Counter()  # call key -> starts seen
+
+    def finish(state: _Video, outcome: VideoOutcome) -> VideoOutcome:
+        outcome.attempts = max([attempts[k] for k in attempts if k.split("/")[0] == state.key] or [0])
+        if state.started is not None and not outcome.wall:
+            outcome.wall = time.monotonic() - state.started
+        if not outcome.ok:
+            _discard(state)
+        state.outcome = outcome
+        if log is not None:
+            log.write(json.dumps(outcome.record()) + "\n")
+            log.flush()
+        notify("done", state.job, outcome)
+        return outcome
+
+    def read_board() -> None:
+        for key, kind, *data in ray.get(board.take.remote()):
+            state = states[key.split("/")[0]]
+            if kind == "start":
+                attempts[key] += 1
+                if state.started is None:
+                    state.started = time.monotonic()
+                notify("started", state.job, {"node": data[0], "pid": data[1], "attempt": attempts[key], "call": key})
+            elif kind == "frames":
+                notify("frames", state.job, data[0])
+
+    try:
+        # 1. Plan every video (cheap tasks, no CPU reserved): bad inputs end here.
+        plans = {plan_task.remote(s.job, settings.overwrite, segment_seconds, warmup, batch): s for s in states.values()}
+        work: collections.deque = collections.deque()
+        while plans:
+            ready, _ = ray.wait(list(plans), num_returns=len(plans), timeout=_WAIT)
+            for ref in ready:
+                state = plans.pop(ref)
+                state.plan = ray.get(ref)
+                if state.plan["error"] is not None:
+                    yield finish(state, VideoOutcome(state.job, error=state.plan["error"]))
+                    continue
+                segments = state.plan["segments"]
+                notify("planned", state.job, state.plan["frames"])
+                work.extend([(state.key, seg) for seg in segments] if segments else [(state.key, None)])
+        if not work:
+            return
+        # 2. The workers: one actor per slot, the model loaded once in each.
+        count = min(workers or worker_slots(resources.get("CPU", 0), resources.get("GPU", 0), use_gpus,
+                                            cpus_per_worker), len(work))  # fmt: skip
+        options = {"num_gpus": 1} if use_gpus else {"num_cpus": cpus_per_worker}
+        actor_class = ray.remote(max_restarts=retries * len(work), max_task_retries=retries, **options)(AnnotateWorker)
+        actors = [actor_class.remote(model, overlay, settings, None if use_gpus else cpus_per_worker)
+                  for _ in range(count)]  # fmt: skip
+        loaded = ray.get([a.ready.remote() for a in actors])
+        errors = sorted({r["error"] for r in loaded if r["error"]})
+        if errors:
+            raise ModelError(f"the workers cannot load the model: {errors[0]}")
+        # 3. Each free actor takes the next video or segment; Ray retries what a dead one had.
+        free = list(actors)
+        while work or calls or joins:
+            while work and free:
+                key, segment = work.popleft()
+                actor = free.pop(0)
+                job = states[key].job
+                if segment is None:
+                    ref = actor.annotate.remote(key, job, board)
+                else:
+                    ref = actor.annotate_segment.remote(f"{key}/{segment.index}", job, segment, board)
+                    states[key].running += 1
+                calls[ref] = (key, segment, actor)
+            if work and not free and not calls:  # every actor is out of restarts
+                for key in dict.fromkeys(k for k, _ in work):
+                    yield finish(states[key], VideoOutcome(states[key].job, error="no worker left on the cluster"))
+                work.clear()
+                continue
+            ready, _ = ray.wait(list(calls) + list(joins), num_returns=1, timeout=_WAIT)
+            read_board()
+            for ref in ready:
+                if ref in joins:
+                    state = states[joins.pop(ref)]
+                    done = _get(ray, ref)
+                    outcome = _video_outcome(state, done)
+                    yield finish(state, outcome)
+                    continue
+                key, segment, actor = calls.pop(ref)
+                state = states[key]
+                done = _get(ray, ref)
+                if done.extra.get("dead"):
+                    actors.remove(actor)  # out of restarts: not given work again
+                else:
+                    free.append(actor)
+                if segment is None:
+                    yield finish(state, VideoOutcome(state.job, done.frames, 0.0, [done.node], done.decoder,
+                                                     done.encoder, error=done.error))  # fmt: skip
+                    continue
+                state.running -= 1
+                state.parts.append(done)
+                if done.error is not None and state.error is None:
+                    state.error = done.error  # the video fails; its other segments are dropped
+                    work = collections.deque(w for w in work if w[0] != key)
+                if state.error is not None:
+                    if state.running == 0:
+                        yield finish(state, VideoOutcome(state.job, error=state.error, segments=len(state.parts)))
+                    continue
+                if len(state.parts) == len(state.plan["segments"]):
+                    plan = state.plan
+                    joins[join_task.remote(state.job, len(plan["segments"]), plan["time_base"], plan["has_audio"])] = key
+    except BaseException:
+        # Ctrl-C, a model that does not load, the driver stopped early: nothing runs on.
+        _stop(ray, actors, list(calls) + list(joins))
+        for state in states.values():
+            if state.outcome is None or not state.outcome.ok:
+                _discard(state)
+        raise
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        ray.kill(board, no_restart=True)
+        if log is not None:
+            log.close()
+
+
+def _get(ray: Any, ref: Any) -> WorkDone:
+    """A call's result; a worker that died more often than Ray retries is a failure too."""
+    try:
+        result = ray.get(ref)
+    except ray.exceptions.RayActorError as err:
+        return WorkDone(error=f"the worker died and Ray's retries ran out ({type(err).__name__})", extra={"dead": True})
+    except ray.exceptions.RayError as err:
+        return WorkDone(error=f"the task failed on the cluster ({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+    if isinstance(result, dict):  # a join's answer
+        return WorkDone(frames=result.get("frames", 0), node=result.get("node", ""), error=result.get("error"))
+    return result
+
+
+def _video_outcome(state: _Video, joined: WorkDone) -> VideoOutcome:
+    parts = state.parts
+    nodes = sorted({p.node for p in parts if p.node})
+    return VideoOutcome(state.job, joined.frames, 0.0, nodes, parts[0].decoder if parts else "",
+                        parts[0].encoder if parts else "", segments=len(parts), error=joined.error)  # fmt: skip
+
+
+def _discard(state: _Video) -> None:
+    """Remove a failed or unfinished video's temporary files and segment parts."""
+    count = len(state.plan["segments"]) if state.plan and state.plan.get("segments") else 0
+    remove_leftovers(video_targets(state.job, count))
+    for k in range(count):
+        for path in segment_paths(state.job, k).values():
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+
+def _stop(ray: Any, actors: list, refs: list) -> None:
+    """Kill the actors and running tasks, and wait until their calls have ended."""
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001 - actor calls cannot be force-cancelled; their actor is killed
+            pass
+    if refs:
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=_GONE_WAIT)
+        except Exception:  # noqa: BLE001 - a second Ctrl-C or a lost cluster: clean up anyway
+            pass
+
+
+__all__ = ["VideoOutcome", "annotate_on_ray", "worker_slots", "leftovers"]

@@ -1,0 +1,289 @@
+"""`camvideo annotate --ray` on a local Ray cluster that these tests start (2 CPUs, 127.0.0.1).
+
+The references are independent of the code under test: a local `camvideo annotate` of the
+same clips (the one-worker run), and the source files themselves, decoded and demuxed with
+PyAV (every frame's pts, every audio packet's bytes). Ray starts once for the module (it
+takes ~10 s on two cores); the Ctrl-C test's subprocess joins that same cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from camvideo.cli import main  # noqa: E402
+from camvideo.distributed import (  # noqa: E402
+    ModelSpec, Segment, SegmentSource, VideoScan, annotate_on_ray, plan_segments, ray_cluster, scan_video,
+)  # fmt: skip
+from camvideo.errors import ModelError  # noqa: E402
+from camvideo.jobs import AnnotateSettings, VideoJob  # noqa: E402
+from camvideo.sources import FileSource  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from corpus import pattern  # noqa: E402
+
+pytestmark = pytest.mark.timeout(600)
+
+
+# -- clips ----------------------------------------------------------------------------------------
+
+
+def make_clip(path: Path, n: int, *, fps: int = 10, size: tuple[int, int] = (160, 96), gop: int = 10,
+              shift: int = 0) -> Path:  # fmt: skip
+    """H.264 with a keyframe every ``gop`` frames and an AAC track as long as the video."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = *size, "yuv420p"
+        video.codec_context.options = {"preset": "ultrafast", "g": str(gop), "keyint_min": str(gop),
+                                       "sc_threshold": "0"}  # fmt: skip
+        audio = out.add_stream("aac", rate=8000)
+        audio.layout = "mono"
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(pattern(i + shift, *size), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        for i in range(n * 8000 // fps // 1024 + 1):
+            samples = (0.2 * np.sin(np.arange(1024) * 0.05 * (1 + shift) + i)).astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 8000, i * 1024
+            out.mux(audio.encode(frame))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+    return path
+
+
+def frame_times(path: Path) -> list[Fraction]:
+    """Every decoded frame's presentation time, exact."""
+    with av.open(str(path)) as c:
+        return [f.pts * f.time_base for f in c.decode(video=0)]
+
+
+def frames_of(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def audio_packets(path: Path) -> list[tuple[Fraction, bytes]]:
+    with av.open(str(path)) as c:
+        return [(p.pts * p.time_base, bytes(p)) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def partials(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*") if p.is_file())
+
+
+def assert_whole(output: Path, source: Path) -> None:
+    """Every source frame at its exact time, the source's audio packets byte for byte."""
+    assert frame_times(output) == frame_times(source)
+    assert audio_packets(output) == audio_packets(source)
+
+
+# -- the cluster ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with ray_cluster(num_cpus=2) as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The workers run torch on 1 thread (one CPU each); the local references do too, so that
+    their float sums add up in the same order and the JSONL can be compared byte for byte."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_local_cluster_listens_on_loopback_only(cluster) -> None:
+    import psutil
+
+    assert cluster.started_here and cluster.cpus == 2
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+    ours = {p.pid for p in psutil.Process().children(recursive=True)} | {os.getpid()}
+    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in ours]
+    assert listening, "expected the cluster's own servers"
+    assert {c.laddr.ip for c in listening} <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
+    # No dashboard: none of its head processes, nothing on its port.
+    names = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    assert not [n for n in names if n.startswith("ray-dashboard-")] and 8265 not in {c.laddr.port for c in listening}
+
+
+# -- plans and segment decoding (no cluster) ----------------------------------------------------
+
+
+def test_plan_cuts_at_keyframes_and_keeps_the_batch_grid() -> None:
+    scan = VideoScan(pts=list(range(0, 600, 10)), keyframes=list(range(0, 600, 100)), time_base=Fraction(1, 100))
+    segments = plan_segments(scan, seconds=2.0, warmup=1.5, batch=4)  # 60 frames of 0.1 s, keyframe every 1 s
+    assert [(s.start, s.end) for s in segments] == [(0, 20), (20, 40), (40, 60)]
+    for s in segments:
+        assert s.feed_from % 4 == 0 and s.feed_from <= max(0, s.start - 15)
+        assert s.feed_to == min(60, -(-s.end // 4) * 4)
+        assert s.seek_pts in scan.keyframes and s.seek_pts <= scan.pts[s.feed_from]
+        assert list(s.pts) == scan.pts[s.feed_from : s.feed_to]
+
+
+def test_segment_source_gives_file_source_frames(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c.mp4", 40, size=(64, 48))
+    scan = scan_video(clip)
+    assert len(scan.pts) == 40 and scan.keyframes == [scan.pts[i] for i in (0, 10, 20, 30)]
+    with FileSource(clip) as source:
+        every = list(source)
+    segment = Segment(2, start=20, end=30, feed_from=14, pts=tuple(scan.pts[14:32]), seek_pts=scan.pts[10])
+    with SegmentSource(clip, segment) as part:
+        got = list(part)
+    assert [f.index for f in got] == list(range(14, 32))
+    for frame in got:
+        ref = every[frame.index]
+        assert (frame.pts, frame.time) == (ref.pts, ref.time)
+        assert np.array_equal(frame.image, ref.image)
+        assert frame.extra["write"] == (20 <= frame.index < 30)
+
+
+# -- runs -----------------------------------------------------------------------------------------
+
+
+def local_reference(inputs: list[str], out: Path, *extra: str) -> None:
+    assert main(["annotate", *inputs, "-o", str(out), "--jsonl", str(out), "--quiet", *extra]) == 0
+
+
+def test_folder_on_ray_equals_local_annotate(cluster, one_thread, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        make_clip(folder / f"clip{k}.mp4", 16, shift=7 * k)
+    local_reference([str(folder)], tmp_path / "local")
+    manifest = tmp_path / "run.jsonl"
+    code = main(["annotate", str(folder), "-o", str(tmp_path / "ray"), "--jsonl", str(tmp_path / "ray"), "--quiet",
+                 "--ray", "--manifest", str(manifest)])  # fmt: skip
+    assert code == 0
+    names = ["clip0.cam.mp4", "clip0.jsonl", "clip1.cam.mp4", "clip1.jsonl", "clip2.cam.mp4", "clip2.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == names
+    for k in range(3):
+        ours, ref = tmp_path / "ray" / f"clip{k}.cam.mp4", tmp_path / "local" / f"clip{k}.cam.mp4"
+        assert (tmp_path / "ray" / f"clip{k}.jsonl").read_bytes() == (tmp_path / "local" / f"clip{k}.jsonl").read_bytes()
+        assert np.array_equal(frames_of(ours), frames_of(ref))
+        assert_whole(ours, folder / f"clip{k}.mp4")
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert sorted(Path(r["input"]).name for r in records) == ["clip0.mp4", "clip1.mp4", "clip2.mp4"]
+    for r in records:
+        assert (r["frames"], r["error"], r["attempts"], r["worker_node"]) == (16, None, 1, "127.0.0.1")
+        assert r["decoder"] == "h264" and r["encoder"] == "libx264" and r["fps"] > 0
+
+
+def test_killed_worker_is_retried_and_every_output_is_whole(cluster, tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    clips = [make_clip(folder / f"clip{k}.mp4", 40, shift=5 * k) for k in range(3)]
+    jobs = [VideoJob(c, out / f"{c.stem}.cam.mp4", out / f"{c.stem}.jsonl") for c in clips]
+    started: dict[str, dict] = {}
+    killed: list[int] = []
+
+    def on_event(kind: str, video, value) -> None:
+        if kind == "started":
+            started[value["call"]] = value
+        elif kind == "frames" and not killed:
+            # A worker busy on a video (it has posted frames, so its partial MP4 exists): kill -9.
+            victim = next(v for v in started.values() if v["call"] == f"v{jobs.index(video)}")
+            os.kill(victim["pid"], signal.SIGKILL)
+            killed.append(jobs.index(video))
+
+    outcomes = list(annotate_on_ray(jobs, AnnotateSettings(), on_event=on_event))
+    assert killed and all(o.ok for o in outcomes), [o.error for o in outcomes]
+    attempts = {jobs.index(o.video): o.attempts for o in outcomes}
+    assert attempts[killed[0]] == 2 and sorted(attempts.values()) == [1, 1, 2]
+    for clip, job in zip(clips, jobs):
+        assert_whole(job.output, clip)
+        assert [json.loads(line)["frame"] for line in job.jsonl.read_text().splitlines()] == list(range(40))
+    assert partials(out) == []
+
+
+def test_segments_join_into_the_one_worker_video(cluster, one_thread, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "long.mp4", 60)  # 6 s at 10 fps, a keyframe every second
+    options = ["--smooth", "0.1", "--crf", "0", "--maps", str(tmp_path / "{}")]
+    local_reference([str(clip)], tmp_path / "one", *options[:4], "--maps", str(tmp_path / "one" / "long.npz"))
+    manifest = tmp_path / "run.jsonl"
+    code = main(["annotate", str(clip), "-o", str(tmp_path / "seg"), "--jsonl", str(tmp_path / "seg"), "--quiet",
+                 *options[:4], "--maps", str(tmp_path / "seg" / "long.npz"), "--ray", "--segment-seconds", "2",
+                 "--manifest", str(manifest)])  # fmt: skip
+    assert code == 0
+    record = json.loads(manifest.read_text())
+    assert (record["segments"], record["frames"], record["error"]) == (3, 60, None)
+    ours, one = tmp_path / "seg" / "long.cam.mp4", tmp_path / "one" / "long.cam.mp4"
+    assert_whole(ours, clip)
+    assert (tmp_path / "seg" / "long.jsonl").read_bytes() == (tmp_path / "one" / "long.jsonl").read_bytes()
+    with np.load(tmp_path / "seg" / "long.npz") as a, np.load(tmp_path / "one" / "long.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in b.files)
+    # The overlay at each seam (segments start at frames 20 and 40), lossless: as the one-worker run's.
+    mine, theirs = frames_of(ours).astype(np.int16), frames_of(one).astype(np.int16)
+    for seam in (20, 40):
+        for i in (seam - 1, seam, seam + 1, seam + 2):
+            assert np.abs(mine[i] - theirs[i]).mean() < 0.5 and np.abs(mine[i] - theirs[i]).max() <= 8, i
+    assert partials(tmp_path / "seg") == []
+
+
+def test_corrupt_clip_fails_alone_and_is_in_the_manifest(cluster, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder / "a.mp4", 8)
+    (folder / "b.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    make_clip(folder / "c.mp4", 8, shift=3)
+    manifest = tmp_path / "run.jsonl"
+    code = main(["annotate", str(folder), "-o", str(tmp_path / "out"), "--quiet", "--ray", "--manifest", str(manifest)])
+    assert code == 1
+    records = {Path(r["input"]).name: r for r in map(json.loads, manifest.read_text().splitlines())}
+    assert records["a.mp4"]["error"] is None and records["c.mp4"]["error"] is None
+    assert "b.mp4" in records["b.mp4"]["error"] and records["b.mp4"]["attempts"] == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.cam.mp4", "c.cam.mp4"]
+    err = capsys.readouterr().err
+    assert "camvideo: error:" in err and "b.mp4" in err and "Traceback" not in err
+
+
+def test_model_that_does_not_load_is_one_error(cluster, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "a.mp4", 4)
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"not a state dict")
+    started = time.monotonic()
+    with pytest.raises(ModelError, match="cannot load the model"):
+        list(annotate_on_ray([VideoJob(clip, tmp_path / "a.cam.mp4")], AnnotateSettings(),
+                             model=ModelSpec(weights=str(bad))))  # fmt: skip
+    assert time.monotonic() - started < 120
+    assert not (tmp_path / "a.cam.mp4").exists() and partials(tmp_path) == []
+
+
+def test_ctrl_c_exits_130_and_leaves_no_partial_output(cluster, tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for k in range(3):
+        make_clip(folder / f"clip{k}.mp4", 300, shift=k)
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-m", "camvideo.cli", "annotate", str(folder), "-o", str(out), "--quiet",
+                             "--ray", address, "--segment-seconds", "0"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:  # until a worker is writing
+        if out.is_dir() and any(".partial-" in p.name and p.stat().st_size > 2000 for p in out.iterdir()):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert partials(out) == [] and not list(out.glob("*.cam.mp4")), sorted(p.name for p in out.iterdir())
