@@ -228,10 +228,12 @@ class Explainer:
         """
         t = self.to_device(frames)
         h, w = self.input_size_for(t.shape[1], t.shape[2])
-        x = t.permute(0, 3, 1, 2).float()
+        x = t.permute(0, 3, 1, 2)  # a channels-last view, no copy
         if (h, w) != tuple(x.shape[-2:]):
+            if x.device.type != "cpu":  # no uint8 antialiased kernel there
+                x = x.float()
             x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        x = x * self._scale - self._shift
+        x = x.float() * self._scale - self._shift
         return x.to(self.dtype).contiguous(memory_format=torch.channels_last)
 
     # -- explaining --------------------------------------------------------------------------
