@@ -8,7 +8,9 @@ against these names (tested), so a name can never exist in one front end only.
 from __future__ import annotations
 
 #: The CAM methods, in the order the front ends list them.
-METHOD_NAMES: tuple[str, ...] = ("cam", "gradcam", "hirescam", "gradcam++", "layercam", "scorecam", "eigencam")
+METHOD_NAMES: tuple[str, ...] = (
+    "cam", "gradcam", "hirescam", "gradcam++", "layercam", "scorecam", "eigencam", "rollout",
+)  # fmt: skip
 
 #: OpenCV's colormap tables that the renderer offers.
 COLORMAP_NAMES: tuple[str, ...] = ("jet", "turbo", "inferno", "viridis", "magma", "plasma", "hot")

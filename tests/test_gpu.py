@@ -27,7 +27,7 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @cuda
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "rollout"])  # rollout: ViTs only
 def test_cuda_maps_equal_cpu_float32(method: str) -> None:
     batch = frames()
     with Explainer(method=method, device="cpu") as cpu, Explainer(method=method, device="cuda") as gpu:

@@ -13,7 +13,7 @@ from camvideo.errors import ModelError
 from camvideo.engine.models import TORCHVISION_MODELS, load_model
 
 # The models whose head is GAP -> one Linear: CAM applies. The others must refuse it.
-CAM_MODELS = {"resnet18", "resnet50", "inception_v3", "densenet121", "efficientnet_b0"}
+CAM_MODELS = {"resnet18", "resnet50", "inception_v3", "densenet121", "efficientnet_b0", "convnext_tiny"}
 EXPECTED_LAYER = {
     "resnet18": "layer4", "resnet50": "layer4", "vgg16": "features", "inception_v3": "Mixed_7c",
     "densenet121": "features", "mobilenet_v3_large": "features", "efficientnet_b0": "features",
@@ -43,8 +43,13 @@ def test_every_named_model_cam_identity_or_refusal(name: str) -> None:
         assert ex.target_layer == EXPECTED_LAYER[name] and not ex.fixed_size
         assert ex.preprocess(frames).shape[-2:] == (spec.input_size, round(200 * spec.input_size / 150))
         out = ex.explain(frames, target="top3")
-        linear = dict(ex.model.named_modules())[ex.report.cam_linear]
-        expected = out.logits.gather(1, out.classes) - linear.bias.detach()[out.classes]
+        modules = dict(ex.model.named_modules())
+        linear = modules[ex.report.cam_linear]
+        bias = linear.bias.detach()
+        if ex.report.cam_norm is not None:  # ConvNeXt: pool -> LayerNorm(γ, β) -> linear; CAM folds it in
+            assert name == "convnext_tiny"
+            bias = bias + linear.weight.detach() @ modules[ex.report.cam_norm].bias.detach()
+        expected = out.logits.gather(1, out.classes) - bias[out.classes]
         # the spatial mean of a raw CAM is the class logit minus the bias: the hooked tensor
         # is exactly the one the pooling averages (DenseNet's functional ReLU included)
         torch.testing.assert_close(out.maps.mean(dim=(2, 3)), expected, rtol=1e-4, atol=1e-4)

@@ -112,7 +112,7 @@ def test_engine_create_close_cycles_leave_nothing_behind() -> None:
     process = psutil.Process()
     model = corpus.tiny_net()
     frames = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    methods = sorted(METHODS)
+    methods = sorted(m for m in METHODS if m != "rollout")  # rollout needs a ViT, not this CNN
 
     def cycle(i: int) -> None:
         with corpus.tiny_explainer(model) as explainer:

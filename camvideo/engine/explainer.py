@@ -122,8 +122,10 @@ class Explainer:
             raise ModelError(
                 f"{len(self.spec.class_names)} class names given for a model with {self.report.num_classes} outputs"
             )
-        # GAP networks take any input size, so frames keep their aspect ratio; others are squashed.
-        self.fixed_size = self.spec.fixed_size or not self.report.pooled
+        # GAP networks (and ViTs that interpolate their position embeddings) take any input
+        # size, so frames keep their aspect ratio; others (flatten heads, torchvision's ViT,
+        # MaxViT's windows) are squashed.
+        self.fixed_size = self.spec.fixed_size or not self.report.any_size
         self._scale = (1.0 / (255.0 * torch.tensor(self.spec.std))).view(1, 3, 1, 1).to(self.device)
         self._shift = (torch.tensor(self.spec.mean) / torch.tensor(self.spec.std)).view(1, 3, 1, 1).to(self.device)
         self._scorecam_chunk = scorecam_chunk

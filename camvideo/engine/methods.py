@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from ..options import METHOD_NAMES, canonical_method
+from ..options import canonical_method
 from .layers import LayerReport, resolve_module
+from .rollout import AttentionRecorder, attention_modules, rollout, rollout_rows
 
 Selector = Callable[[torch.Tensor], torch.Tensor]  # logits (N, C) -> class indices (N, T)
 
@@ -76,11 +77,21 @@ class CAMMethod:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _take_activation(self) -> torch.Tensor:
+    def _take_output(self) -> torch.Tensor:
+        """The hooked layer's output as captured (tokens, channels-last or a map)."""
         activation, self._activation = self._activation, None
         if activation is None:
             raise ModelError(f"layer {self.report.target!r} did not run in the forward pass")
         return activation
+
+    def _to_map(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(N, K, h, w) from the captured output: a ViT's tokens or a Swin's channels-last
+        map laid on the patch grid of the input ``x`` (``report.layout``)."""
+        return self.report.layout.to_map(output, (int(x.shape[-2]), int(x.shape[-1])))
+
+    def _take_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The captured activation A as an (N, K, h, w) map."""
+        return self._to_map(self._take_output(), x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's logits, with the target layer's activation captured."""
@@ -93,7 +104,7 @@ class CAMMethod:
     def __call__(self, x: torch.Tensor, select: Selector) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             logits = self._forward(x)
-            activation = self._take_activation().float()
+            activation = self._take_activation(x).float()
         # The selector runs outside inference mode: it may keep state across calls (the
         # smoother's class EMA), which must not become an inference tensor.
         classes = select(logits)
@@ -111,22 +122,42 @@ class CAM(CAMMethod):
     M_c(x, y) = Σ_k w_k^c f_k(x, y), with w^c the row of the linear layer that follows
     global average pooling. No ReLU and no bias: the spatial mean of M_c is exactly
     y_c - b_c. No backward pass.
+
+    A LayerNorm between the pooling and the linear layer (ConvNeXt's head, timm's
+    ``fc_norm``) is folded in exactly: with p the pooled vector, μ and σ its mean and
+    standard deviation over the channels (one pair per frame), γ and β the norm's gain
+    and bias, M_c(x, y) = Σ_k w_k^c γ_k (f_k(x, y) − μ) / σ, whose spatial mean is
+    y_c − b_c − Σ_k w_k^c β_k.
     """
 
     name = "cam"
 
     def __init__(self, model: nn.Module, report: LayerReport, runner: Callable[..., object] | None = None) -> None:
         if report.cam_linear is None:
+            if report.layout.kind == "tokens" and not report.pooled:
+                raise ModelError(
+                    f"method 'cam' is not exact on {type(model).__name__}: its head reads the class token, not an "
+                    "average of the patch tokens; use method 'gradcam' (or 'rollout')"
+                )
             raise ModelError(
-                f"method 'cam' needs global average pooling then one linear layer after {report.target!r}, "
-                f"and {type(model).__name__} has none there; use method 'gradcam' (its generalisation)"
+                f"method 'cam' needs global average pooling then one linear layer (maybe after a LayerNorm) after "
+                f"{report.target!r}, and {type(model).__name__} has none there; use method 'gradcam' (its generalisation)"
             )
         super().__init__(model, report, runner)
         self.weight = resolve_module(model, report.cam_linear).weight
+        self.norm = resolve_module(model, report.cam_norm) if report.cam_norm else None
 
     def compute(self, A, logits, classes, x):
-        w = self.weight.detach().float()[classes]  # (N, T, K)
-        return torch.einsum("ntk,nkhw->nthw", w, A)
+        w = self.weight.detach().float()
+        if self.norm is None:
+            return torch.einsum("ntk,nkhw->nthw", w[classes], A)
+        p = A.mean(dim=(2, 3))  # the pooled vector the norm saw (N, K)
+        mu = p.mean(dim=1)
+        sigma = (p.var(dim=1, unbiased=False) + self.norm.eps).sqrt()
+        if self.norm.weight is not None:
+            w = w * self.norm.weight.detach().float()
+        centred = (A - mu.view(-1, 1, 1, 1)) / sigma.view(-1, 1, 1, 1)
+        return torch.einsum("ntk,nkhw->nthw", w[classes], centred)
 
 
 class _GradientMethod(CAMMethod):
@@ -139,13 +170,14 @@ class _GradientMethod(CAMMethod):
             if x.is_inference():
                 x = x.clone()
             logits = self._forward(x)
-            A = self._take_activation()
+            leaf = self._take_output()  # the hooked output itself; tokens are laid on the grid below
             classes = select(logits.detach())
+            A = self._to_map(leaf.detach(), x).float()
             maps = []
             for t in range(classes.shape[1]):
                 score = logits.gather(1, classes[:, t : t + 1]).sum()  # samples are independent in eval mode
-                (g,) = torch.autograd.grad(score, A, retain_graph=t < classes.shape[1] - 1)
-                maps.append(self.formula(A.detach().float(), g.float()))
+                (g,) = torch.autograd.grad(score, leaf, retain_graph=t < classes.shape[1] - 1)
+                maps.append(self.formula(A, self._to_map(g, x).float()))
         return torch.stack(maps, 1), logits.detach(), classes
 
     def formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -254,10 +286,46 @@ class EigenCAM(CAMMethod):
         return proj.reshape(n, 1, h, w).expand(n, classes.shape[1], h, w).contiguous()
 
 
+class AttentionRollout(CAMMethod):
+    """Attention rollout (Abnar & Zuidema 2020, https://arxiv.org/abs/2005.00928), for ViTs.
+
+    Ã_l = (Â_l + I) / rowsum(Â_l + I) with Â_l block l's attention averaged over heads;
+    R = Ã_L ⋯ Ã_1; the map is the class token's row R[0, P:] over the patch tokens, on
+    their grid. Gradient-free and class-agnostic (every target gets the same map); see
+    :mod:`camvideo.engine.rollout` for how the attention is captured.
+    """
+
+    name = "rollout"
+
+    def __init__(self, model: nn.Module, report: LayerReport, runner: Callable[..., object] | None = None) -> None:
+        if report.layout.kind != "tokens" or not attention_modules(model):
+            raise ModelError(
+                f"method 'rollout' needs a ViT-style model (patch tokens and global self-attention); "
+                f"{type(model).__name__} has none at {report.target!r}; use method 'gradcam'"
+            )
+        super().__init__(model, report, runner)
+        self.recorder = AttentionRecorder(model)
+
+    def close(self) -> None:
+        self.recorder.close()
+        super().close()
+
+    def __call__(self, x, select):
+        with torch.inference_mode(), self.recorder.recording() as attentions:
+            logits = self._forward(x)
+            self._take_output()  # not needed: the attentions are
+        classes = select(logits)  # outside inference mode, as in the base class
+        with torch.inference_mode():
+            prefix = self.report.layout.prefix
+            rows = rollout_rows(rollout(attentions), prefix)
+            h, w = self.report.layout.grid(rows.shape[1], (int(x.shape[-2]), int(x.shape[-1])))
+            maps = rows.reshape(-1, 1, h, w).expand(-1, classes.shape[1], h, w).contiguous()
+        return maps, logits, classes
+
+
 METHODS: dict[str, type[CAMMethod]] = {
-    cls.name: cls for cls in (CAM, GradCAM, HiResCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, EigenCAM)
+    cls.name: cls for cls in (CAM, GradCAM, HiResCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, EigenCAM, AttentionRollout)
 }
-assert tuple(METHODS) == METHOD_NAMES, "options.METHOD_NAMES and the engine's methods differ"
 
 
 def method_name(name: str) -> str:
