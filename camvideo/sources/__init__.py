@@ -7,7 +7,8 @@ live sources (:func:`open_live_source`) deliver in real time, with reconnects.
 
 from .audio import LiveAudio, PacedFileAudio, StreamAudio, recording_audio
 from .devices import CameraInfo, CameraSource, StreamSource, list_cameras
-from .file import VIDEO_EXTENSIONS, FileSource, find_videos
+from .file import FileSource
+from .finding import VIDEO_EXTENSIONS, find_videos
 from .live import LIVE_TIME_BASE, STREAM_SCHEMES, LiveSource, PacedFileSource
 from .opening import describe_spec, open_live_source
 from .samples import DEFAULT_SAMPLE, sample_dir, sample_video

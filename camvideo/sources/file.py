@@ -24,7 +24,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from fractions import Fraction
 from os import PathLike
 from pathlib import Path
@@ -34,20 +34,12 @@ from av.codec.hwaccel import HWAccel, hwdevices_available
 
 from ..errors import InputError
 from ..types import Frame, VideoInfo
+from .hwdecode import hardware_failure, hardware_unused, one_line
 from .upright import orientation, turn_upright, yuv_matrix
 
-__all__ = ["VIDEO_EXTENSIONS", "find_videos", "FileSource"]
+__all__ = ["FileSource"]
 
 log = logging.getLogger(__name__)
-
-#: File name suffixes (lower case) that :func:`find_videos` picks up inside a folder.
-VIDEO_EXTENSIONS: frozenset[str] = frozenset(
-    {
-        ".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".wmv", ".asf", ".flv", ".f4v",
-        ".mpg", ".mpeg", ".m2v", ".ts", ".mts", ".m2ts", ".vob", ".3gp", ".3g2", ".ogv",
-        ".mxf", ".dv", ".y4m", ".divx", ".rm", ".rmvb",
-    }
-)  # fmt: skip
 
 # Demuxers/decoders that happily "decode" plain text as ANSI art: a .txt or .nfo file
 # would otherwise open as a 640x400 video. Nobody means to explain those.
@@ -57,61 +49,6 @@ _TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 _MAX_LEADING_ERRORS = 250  # undecodable packets before the first frame before we give up
 
 _THREAD_TYPES = frozenset({"AUTO", "FRAME", "SLICE", "NONE"})
-
-
-
-def find_videos(inputs: Sequence[str | PathLike]) -> list[Path]:
-    """Expand command-line inputs into a list of video files.
-
-    A file is taken as given, whatever its extension (:class:`FileSource` decides
-    later whether it is a video). A folder contributes every non-hidden file directly
-    inside it whose suffix is in :data:`VIDEO_EXTENSIONS`, sorted by name; hidden files
-    are skipped so half-written ``.NAME.partial-*.mp4`` outputs are never re-read.
-    Duplicates are dropped, first occurrence wins.
-
-    Raises:
-        InputError: a path does not exist, or a folder holds no video file.
-    """
-    found: list[Path] = []
-    seen: set[Path] = set()
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            videos = sorted(
-                p
-                for p in path.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in VIDEO_EXTENSIONS
-            )
-            if not videos:
-                exts = " ".join(sorted(VIDEO_EXTENSIONS)[:8])
-                raise InputError(f"{path}: folder holds no video file (looked for {exts} ...)")
-        elif path.exists():
-            videos = [path]
-        elif "://" in str(item):
-            # Never opened here: a URL is only read when given to `camvideo live` as its source.
-            raise InputError(f"{item}: not a file; annotate reads video files (open streams with `camvideo live URL`)")
-        else:
-            raise InputError(f"{path}: no such file or folder")
-        for video in videos:
-            key = video.resolve()
-            if key not in seen:
-                seen.add(key)
-                found.append(video)
-    return found
-
-
-def _one_line(err: BaseException) -> str:
-    """PyAV's message for ``err`` without the file name it repeats, on one line."""
-    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
-    return " ".join(str(text).split())
-
-
-def _hw_failure(err: BaseException, path: Path) -> str:
-    """Why a hardware-decoding attempt failed, on one line (without the file name)."""
-    cause = err.__cause__ if isinstance(err, InputError) and err.__cause__ is not None else err
-    text = _one_line(cause)
-    prefix = f"{path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 class FileSource:
@@ -207,7 +144,7 @@ class FileSource:
             # An absolute path never parses as an FFmpeg protocol ("a:b.mp4" would).
             self._container = av.open(str(self.path.absolute()), mode="r", metadata_errors="replace", **extra)
         except (av.FFmpegError, OSError) as err:
-            raise InputError(f"{self.path}: not a video file that can be read ({_one_line(err)})") from err
+            raise InputError(f"{self.path}: not a video file that can be read ({one_line(err)})") from err
         self._open_stream(threads)
 
     def _open_hw(self, threads: str, hwaccel: str) -> None:
@@ -224,7 +161,7 @@ class FileSource:
         except Exception as err:  # noqa: BLE001 - any failure means "use software"
             # No container yet: the device (or the file) could not be opened at all.
             stage = "open" if self._container is None else "first frame"
-            reason = f"{stage} failed: {_hw_failure(err, self.path)}"
+            reason = f"{stage} failed: {hardware_failure(err, self.path)}"
         except BaseException:  # Ctrl-C while opening: release the file, don't retry
             self.close()
             raise
@@ -241,21 +178,8 @@ class FileSource:
         self._truncated = False
 
     def _hw_not_used(self, hwaccel: str) -> str | None:
-        """None when the first frame came from ``hwaccel``'s device, else why not.
-
-        PyAV attaches the device only to codecs that have a config for it, and
-        FFmpeg's get_format falls back to a software pixel format when the device
-        cannot decode the stream (an unsupported profile, 4:4:4, a size too large);
-        after the first frame the codec context's pixel format says which happened.
-        """
-        context = self._stream.codec_context
-        formats = [c.format.name for c in context.codec.hardware_configs
-                   if c.device_type.name == hwaccel and c.is_supported and c.format is not None]  # fmt: skip
-        if not formats or not context.is_hwaccel:
-            return f"no {hwaccel} decoder for {self.info.codec}"
-        if context.pix_fmt not in formats:
-            return f"the {hwaccel} decoder cannot decode this {self.info.codec} stream"
-        return None
+        """None when the first frame came from ``hwaccel``'s device, else why not."""
+        return hardware_unused(self._stream.codec_context, hwaccel, self.info.codec)
 
     def _check_file(self) -> None:
         """Give the common mistakes a clearer message than FFmpeg's."""
@@ -266,7 +190,7 @@ class FileSource:
         try:
             info = self.path.stat()
         except OSError as err:
-            raise InputError(f"{self.path}: cannot be read ({_one_line(err)})") from err
+            raise InputError(f"{self.path}: cannot be read ({one_line(err)})") from err
         if not stat.S_ISREG(info.st_mode):
             # A pipe or a device: FFmpeg would wait on it forever (a FIFO with no writer)
             # or read it endlessly (/dev/zero), and the audio could not be read twice.
@@ -347,7 +271,7 @@ class FileSource:
             return False  # demux() already sent the empty packet that drains the decoder
         except (av.FFmpegError, OSError) as err:
             # The container itself is damaged or cut short: keep what is decoded so far.
-            log.warning("%s: stopped reading at a damaged or truncated spot (%s)", self.path, _one_line(err))
+            log.warning("%s: stopped reading at a damaged or truncated spot (%s)", self.path, one_line(err))
             self._truncated = True
             self._drain()
             return False
@@ -357,7 +281,7 @@ class FileSource:
             # One bad packet: skip it and keep going; the decoder resynchronises at
             # the next keyframe (or conceals), so the rest still decodes.
             self.frames_lost += 1
-            log.debug("%s: packet at pts %s failed to decode (%s)", self.path, packet.pts, _one_line(err))
+            log.debug("%s: packet at pts %s failed to decode (%s)", self.path, packet.pts, one_line(err))
         return True
 
     def _index_past_end(self) -> bool:
@@ -388,7 +312,7 @@ class FileSource:
             container.seek(0, backward=True, any_frame=False, stream=self._stream)
             self._stream.codec_context.flush_buffers()
         except (av.FFmpegError, OSError) as err:
-            raise InputError(f"{self.path}: cannot go back to the start ({_one_line(err)})") from err
+            raise InputError(f"{self.path}: cannot go back to the start ({one_line(err)})") from err
         self._pending.clear()
         self._packets = container.demux(self._stream)
         self.frames_lost = 0
