@@ -38,12 +38,14 @@ def audio_packets(path: Path) -> list[tuple[int | None, bytes]]:
 
 @pytest.fixture(scope="module")
 def bunny_run(tmp_path_factory):
-    """The new user's first command: `camvideo annotate` with no input, in an empty folder."""
+    """`camvideo annotate big_buck_bunny.mp4` in an empty folder (real footage with audio).
+
+    The first command with no input annotates the default sample: tests/test_first_run.py."""
     folder = tmp_path_factory.mktemp("bunny")
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        code = main(["annotate", "--quiet", "--smooth", "0", "--jsonl", "b.jsonl", "--maps", "b.npz"])
+        code = main(["annotate", str(BUNNY), "--quiet", "--smooth", "0", "--jsonl", "b.jsonl", "--maps", "b.npz"])
     finally:
         os.chdir(cwd)
     return code, folder

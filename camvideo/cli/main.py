@@ -43,6 +43,9 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--boxes", action=argparse.BooleanOptionalAction, default=True, help="draw the CAM box [on]")
     group.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True, help="draw class and score [on]")
     group.add_argument("--threshold", type=_unit_float, default=defaults.DEFAULT_THRESHOLD, help="box threshold, fraction of the map's max [%(default)s]")
+    group.add_argument("--min-score", type=_unit_float, default=defaults.DEFAULT_MIN_SCORE, metavar="P",
+                       help="below this probability of the shown class the label is greyed (\"unsure:\") and no box "
+                       "is drawn; 0 always draws [%(default)s]")  # fmt: skip
     group.add_argument("--smooth", type=_nonneg_float, default=defaults.DEFAULT_SMOOTH, metavar="SECONDS",
                        help="temporal smoothing time constant; 0 turns it off [%(default)s]")  # fmt: skip
     group.add_argument("--side-by-side", action="store_true", help="original | overlay, side by side")
@@ -65,12 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     annotate.add_argument("inputs", nargs="*", metavar="INPUT", help="video files or folders of videos")
     annotate.add_argument("-o", "--output", metavar="OUTPUT",
-                          help="FILE.mp4 for one input, a folder for several [NAME.cam.mp4 in the current folder]")  # fmt: skip
+                          help="FILE.mp4 (or .mov, .mkv: the container follows the extension) for one input, a folder "
+                          "for several [NAME.cam.mp4 in the current folder]")  # fmt: skip
     _model_options(annotate)
     _render_options(annotate)
     out = annotate.add_argument_group("output")
     out.add_argument("--jsonl", metavar="PATH", help="per-frame records (a folder when there are several inputs)")
     out.add_argument("--maps", metavar="PATH.npz", help="raw maps, float16 (a folder when there are several inputs)")
+    out.add_argument("--report", nargs="?", const=True, metavar="PATH.png",
+                     help="one PNG per video: the top classes' probabilities over time, where the heat is (its "
+                     "centre, x and y) and thumbnails of the overlay; alone: NAME.cam.report.png beside each video "
+                     "(needs matplotlib: pip install 'camvideo[report]')")  # fmt: skip
     out.add_argument("--crf", type=int, default=defaults.DEFAULT_CRF, help="x264 quality, 0 (lossless) .. 51 [%(default)s]")
     out.add_argument("--preset", default=defaults.DEFAULT_PRESET, choices=X264_PRESETS, metavar="PRESET",
                      help=f"x264 speed preset, one of {', '.join(X264_PRESETS)} (NVENC: p1..p7) [%(default)s]")  # fmt: skip
@@ -174,6 +182,14 @@ def _main(argv: Sequence[str] | None) -> int:
     return EXIT_OK
 
 
+def _check_report_extra() -> None:
+    """--report draws with matplotlib, an optional extra: say so before the model loads."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CamvideoError("--report needs matplotlib: pip install 'camvideo[report]'") from None
+
+
 def _internal(err: BaseException) -> str:
     """A bug, on one line."""
     text = " ".join(str(err).split())
@@ -223,26 +239,43 @@ def _check_not_inputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from ..engine import Explainer
-    from ..jobs import AnnotateSettings, VideoJob, annotate_many, describe, progress_bar, resolve_hwaccel
-    from ..render import Renderer
-    from ..sources import find_videos, sample_video
+    # Inputs and outputs are checked before torch and the model load (seconds), so a
+    # wrong path, a text file or an unsupported extension is refused at once.
+    from ..sinks import container_format, report_path
+    from ..sources import FileSource, find_videos, sample_video
 
     inputs = find_videos(args.inputs) if args.inputs else [sample_video()]
     outputs = plan_outputs(inputs, args.output, ".cam.mp4", Path.cwd())
+    for path in outputs:
+        container_format(path)
     jsonls = plan_outputs(inputs, args.jsonl, ".jsonl", Path.cwd()) if args.jsonl else [None] * len(inputs)
     maps = plan_outputs(inputs, args.maps, ".npz", Path.cwd()) if args.maps else [None] * len(inputs)
+    if args.report is True:  # --report alone: beside each video
+        reports = [report_path(path) for path in outputs]
+    else:
+        reports = plan_outputs(inputs, args.report, ".cam.report.png", Path.cwd()) if args.report else [None] * len(inputs)
+    if args.report:
+        _check_report_extra()
+    if len(inputs) == 1:  # a folder run reports each bad file and goes on with the others
+        with FileSource(inputs[0]):  # opens the container and decodes the first frame
+            pass
+
+    from ..engine import Explainer
+    from ..jobs import AnnotateSettings, VideoJob, annotate_many, describe, progress_bar, resolve_hwaccel
+    from ..render import Renderer
+
     explainer = Explainer.from_options(args)
     explainer.selector(args.target)  # a wrong class name fails now, not on every video
     renderer = Renderer(args.colormap, args.alpha, boxes=args.boxes, labels=args.labels, threshold=args.threshold,
-                        side_by_side=args.side_by_side, class_names=explainer.class_names)  # fmt: skip
+                        side_by_side=args.side_by_side, class_names=explainer.class_names,
+                        min_score=args.min_score)  # fmt: skip
     cuda = explainer.device.type == "cuda"
     settings = AnnotateSettings(target=args.target, smooth=args.smooth, batch_size=args.batch_size, crf=args.crf,
                                 preset=args.preset, overwrite=args.overwrite, hwaccel=resolve_hwaccel(args.hwaccel, cuda),
                                 encoder=args.encoder if args.encoder != "auto" or cuda else "libx264",
                                 static_batch=args.compile)  # fmt: skip
     jobs = args.jobs or (min(len(inputs), AUTO_GPU_JOBS) if cuda else 1)
-    videos = [VideoJob(*paths) for paths in zip(inputs, outputs, jsonls, maps)]
+    videos = [VideoJob(*paths) for paths in zip(inputs, outputs, jsonls, maps, reports)]
     bars: dict[VideoJob, object] = {}
 
     def start(video: VideoJob, source, slot: int):

@@ -21,7 +21,7 @@ from ..engine import Explainer, Target
 from ..errors import OutputError
 from ..pipeline import JobContext, Pipeline, PipelineStats, run_jobs
 from ..render import Renderer, TemporalSmoother
-from ..sinks import JsonlWriter, MapsWriter, Mp4Sink, Writer, close_together
+from ..sinks import JsonlWriter, MapsWriter, Mp4Sink, ReportWriter, Writer, close_together
 from ..sources import FileSource
 from ..types import FrameResult
 from .stage import FrameAnnotator
@@ -79,6 +79,7 @@ class VideoJob:
     output: Path
     jsonl: Path | None = None
     maps: Path | None = None
+    report: Path | None = None  # the PNG picture of the whole video (ReportWriter)
 
 
 @dataclass
@@ -113,6 +114,7 @@ def annotate_video(
     *,
     jsonl: Path | None = None,
     maps: Path | None = None,
+    report: Path | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
     on_start: Callable[[FileSource], None] | None = None,
     context: JobContext | None = None,
@@ -122,17 +124,18 @@ def annotate_video(
 
     ``context`` comes from :func:`~camvideo.pipeline.run_jobs` when several videos share
     the explainer (see :func:`annotate_many`)."""
-    outputs = [path for path in (output, jsonl, maps) if path is not None]
+    outputs = [path for path in (output, jsonl, maps, report) if path is not None]
     for path in outputs:
         check_output(input_path, path, settings.overwrite)
     if len({path.resolve() for path in outputs}) < len(outputs):
-        raise OutputError(f"{output}: the video, --jsonl and --maps outputs must be different files")
+        raise OutputError(f"{output}: the video, --jsonl, --maps and --report outputs must be different files")
     batch_size = settings.batch_size or default_batch_size(explainer.device.type)
     with FileSource(input_path, hwaccel=settings.hwaccel) as source, contextlib.ExitStack() as outputs:
         if on_start is not None:
             on_start(source)
         annotator = FrameAnnotator(
-            explainer, renderer, TemporalSmoother(settings.smooth), settings.target, keep_maps=maps is not None,
+            explainer, renderer, TemporalSmoother(settings.smooth), settings.target,
+            keep_maps=maps is not None or report is not None,  # the report locates the heat on the raw map
             static_batch=batch_size if settings.static_batch else None,
         )
         # Each writer aborts (nothing left behind) if the block ends with an error.
@@ -145,6 +148,8 @@ def annotate_video(
             writers.append(outputs.enter_context(JsonlWriter(jsonl, explainer.class_names)))
         if maps is not None:
             writers.append(outputs.enter_context(MapsWriter(maps)))
+        if report is not None:
+            writers.append(outputs.enter_context(ReportWriter(report, explainer.class_names, title=input_path.name)))
 
         def consume(result: FrameResult) -> None:
             for writer in writers:
@@ -203,7 +208,8 @@ def annotate_many(
 
         own = renderer if jobs == 1 else renderer.copy()  # its download buffers are per thread
         return annotate_video(video.input, video.output, explainer, own, settings, jsonl=video.jsonl,
-                              maps=video.maps, on_frame=lambda result: on_frame(result) if on_frame else None,
+                              maps=video.maps, report=video.report,
+                              on_frame=lambda result: on_frame(result) if on_frame else None,
                               on_start=started, context=context)  # fmt: skip
 
     yield from run_jobs(videos, work, jobs, interrupted=lambda report: report.interrupted)

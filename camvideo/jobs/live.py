@@ -39,7 +39,7 @@ from ..sinks import LiveRecorder
 from ..sources import LiveSource, open_live_source, recording_audio
 from ..types import Frame, FrameResult
 from .settings import LiveOptions, target_of
-from .stage import FrameAnnotator
+from .live_stage import LiveAnnotator
 
 __all__ = ["LiveSession", "LiveStats"]
 
@@ -103,7 +103,7 @@ class LiveSession:
         self.notice = ""  # a message for the user that is not fatal (a method that cannot be used)
         self.source: LiveSource | None = source if isinstance(source, LiveSource) else None
         self.explainer: Explainer | None = explainer
-        self.annotator: FrameAnnotator | None = None
+        self.annotator: LiveAnnotator | None = None
         self.frames_shown = 0
         self._spec = source
         self._loop = loop
@@ -256,7 +256,7 @@ class LiveSession:
         except ModelError as err:  # a saved class that this model does not have: top-1, and say so
             self.notice = f"{err}; showing the top-1 class"
             options = self.options = dataclasses.replace(options, target="top1")
-        self.annotator = FrameAnnotator(self.explainer, self._renderer(options), TemporalSmoother(options.smooth),
+        self.annotator = LiveAnnotator(self.explainer, self._renderer(options), TemporalSmoother(options.smooth),
                                         target_of(options.target), every=options.every)  # fmt: skip
         self._applied = options
         self._worker = LatestWorker(_run_job, "camvideo-model").start()
@@ -269,7 +269,8 @@ class LiveSession:
     def _renderer(self, o: LiveOptions) -> Renderer:
         assert self.explainer is not None
         return Renderer(o.colormap, o.alpha, boxes=o.boxes, labels=o.labels, threshold=o.threshold,
-                        side_by_side=o.side_by_side, class_names=self.explainer.class_names)  # fmt: skip
+                        side_by_side=o.side_by_side, class_names=self.explainer.class_names,
+                        min_score=o.min_score)  # fmt: skip
 
     def _limit_threads(self, background: bool = True) -> None:
         """Torch CPU threads for the mode: a background model leaves the other core(s) to
@@ -292,8 +293,8 @@ class LiveSession:
         self._applied = new
         if new.method != old.method:
             self.notice = self._model_call(partial(_set_method, self.explainer, new.method)) or ""
-        if (new.colormap, new.alpha, new.boxes, new.labels, new.threshold, new.side_by_side) != (
-            old.colormap, old.alpha, old.boxes, old.labels, old.threshold, old.side_by_side
+        if (new.colormap, new.alpha, new.boxes, new.labels, new.threshold, new.side_by_side, new.min_score) != (
+            old.colormap, old.alpha, old.boxes, old.labels, old.threshold, old.side_by_side, old.min_score
         ):  # fmt: skip
             ann.renderer = self._renderer(new)
         if new.smooth != old.smooth:

@@ -25,6 +25,7 @@ class LiveOptions:
     boxes: bool = True
     labels: bool = True
     threshold: float = defaults.DEFAULT_THRESHOLD
+    min_score: float = defaults.DEFAULT_MIN_SCORE
     smooth: float = defaults.DEFAULT_SMOOTH
     side_by_side: bool = False
     every: int = 1

@@ -7,10 +7,8 @@ colormap and the blend all happen there, and only the finished frame comes back.
 
 With ``every=N`` the model runs on every Nth frame only; the frames between are drawn
 with the last run's map and class (a :class:`ModelOutput`), and smoothing goes on at
-every frame, so the overlay moves at the frame rate. Live, the model can also run in
-a background thread (:meth:`FrameAnnotator.explain_frame` there,
-:meth:`FrameAnnotator.adopt` + :meth:`FrameAnnotator.render_held` in the render thread),
-so a slow model never holds a frame back.
+every frame, so the overlay moves at the frame rate. Live, the model can also run in a
+background thread: :class:`~camvideo.jobs.live_stage.LiveAnnotator` adds that mode.
 """
 
 from __future__ import annotations
@@ -151,7 +149,7 @@ class FrameAnnotator:
         labels = [
             " | ".join(self.renderer.label_text(c, p) for c, p in zip(cs, ps)) for cs, ps in zip(class_rows, score_rows)
         ]
-        rendered = self.renderer.render(images, shown, bounds=bounds, labels=labels)
+        rendered = self.renderer.render(images, shown, bounds=bounds, labels=labels, scores=[ps[0] for ps in score_rows])
         top5 = out.probabilities.topk(min(5, out.logits.shape[1]), dim=1)
         top_idx, top_p = top5.indices.tolist(), top5.values.tolist()
         raw = maps.float().cpu().numpy() if self.keep_maps else None
@@ -241,49 +239,6 @@ class FrameAnnotator:
             runs.append(self._held)
         return self._draw(frames, images, runs, [0] * len(frames))
 
-    # -- live: the model in a background thread ------------------------------------------------
-    def explain_frame(self, frame: Frame) -> ModelOutput:
-        """One model run for the live background worker (the only thread using the model).
-
-        For a smoothed top-1 target it explains the frame's top class and also the class
-        the smoother wants to show, when they differ, so the render thread has the map of
-        whichever it settles on.
-        """
-        target = self.target
-        if self.smoother is not None and self._top1:
-            wanted = self._wanted
-
-            def target(logits: torch.Tensor) -> torch.Tensor:
-                top = logits.argmax(dim=1, keepdim=True)
-                if wanted is None or wanted == int(top[0, 0]):
-                    return top
-                return torch.cat([torch.full_like(top, wanted), top], dim=1)
-
-        images = self.explainer.to_device(frame.image[None])
-        return self._outputs([frame], self.explainer.explain(images, target=target))[0]
-
-    def adopt(self, output: ModelOutput) -> None:
-        """Draw the next frames with ``output`` (a background run that has finished)."""
-        self._held = output
-
-    def render_held(self, frames: Sequence[Frame]) -> list[FrameResult]:
-        """Draw frames with the held model run, smoothing on (render thread, live)."""
-        held = self._held
-        if held is None:
-            raise RuntimeError("render_held() before any model output was adopted")
-        times = [f.time for f in frames]
-        positions = [0] * len(frames)
-        if self.smoother is not None and self._top1:
-            chosen = self.smoother.select(held.logits.expand(len(frames), -1), times).tolist()
-            for i, wanted in enumerate(chosen):
-                self._wanted = wanted
-                # Show the wanted class when its map is here; else keep the one shown.
-                show = wanted if wanted in held.classes else self._shown
-                positions[i] = held.classes.index(show) if show in held.classes else 0
-                self._shown = held.classes[positions[i]]
-        images = self.explainer.to_device(np.stack([f.image for f in frames]))
-        return self._draw(frames, images, [held] * len(frames), positions)
-
     def _draw(self, frames: Sequence[Frame], images: torch.Tensor, runs: list[ModelOutput], positions: list[int]) -> list[FrameResult]:
         """Smooth and render frames, each with its model run's map at ``positions[i]``."""
         times = [f.time for f in frames]
@@ -296,7 +251,7 @@ class FrameAnnotator:
             for run, p in zip(runs, positions)
         ]
         labels = [" | ".join(self.renderer.label_text(c, s) for c, s in zip(cs, ss)) for cs, ss in picked]
-        rendered = self.renderer.render(images, shown, bounds=bounds, labels=labels)
+        rendered = self.renderer.render(images, shown, bounds=bounds, labels=labels, scores=[ss[0] for _, ss in picked])
         results = []
         for i, (frame, run) in enumerate(zip(frames, runs)):
             results.append(

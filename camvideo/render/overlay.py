@@ -101,7 +101,11 @@ class Renderer:
     """Turns frames and raw maps into annotated frames.
 
     ``alpha`` is the heatmap's weight: out = alpha·heat + (1 − alpha)·frame, rounded.
-    ``threshold`` is the box rule's fraction of the map's maximum.
+    ``threshold`` is the box rule's fraction of the map's maximum. ``min_score``: below
+    this probability of the shown class the model is unsure (common on footage outside
+    ImageNet): the label is drawn grey with "unsure:" and no box is drawn, instead of a
+    confident green box around whatever the map's hottest region is. The box is still
+    computed (the records carry it).
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class Renderer:
         side_by_side: bool = False,
         class_names: Sequence[str] | None = None,
         backend: str = "auto",
+        min_score: float = 0.0,
     ) -> None:
         if backend not in ("auto", "torch", "opencv"):
             raise ValueError(f"backend must be auto, torch or opencv, not {backend!r}")
@@ -122,6 +127,9 @@ class Renderer:
             raise CamvideoError(f"alpha must be between 0 and 1, not {alpha}")
         if not 0.0 <= threshold < 1.0:
             raise CamvideoError(f"box threshold must be in [0, 1), not {threshold}")
+        if not 0.0 <= min_score <= 1.0:
+            raise CamvideoError(f"min score must be between 0 and 1, not {min_score}")
+        self.min_score = float(min_score)
         self.colormap = colormap
         self.lut_host = colormap_lut(colormap)
         self.alpha = float(alpha)
@@ -137,7 +145,8 @@ class Renderer:
     def copy(self) -> "Renderer":
         """The same settings with buffers of its own: one per thread that renders at once."""
         return Renderer(self.colormap, self.alpha, boxes=self.boxes, labels=self.labels, threshold=self.threshold,
-                        side_by_side=self.side_by_side, class_names=self.class_names, backend=self.backend)  # fmt: skip
+                        side_by_side=self.side_by_side, class_names=self.class_names, backend=self.backend,
+                        min_score=self.min_score)  # fmt: skip
 
     def _downloader(self, device: torch.device) -> FrameDownloader:
         if device not in self._downloaders:
@@ -211,30 +220,37 @@ class Renderer:
         frames: torch.Tensor,
         maps: torch.Tensor,
         classes: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
+        scores: torch.Tensor | Sequence[float] | None = None,
         bounds: torch.Tensor | None = None,
         labels: Sequence[str] | None = None,
     ) -> Rendered:
         """Blend, box and label a batch. ``frames``: uint8 (N, H, W, 3) on the maps' device;
         ``maps``: raw (N, h, w); ``classes``/``scores``: (N,) for the labels, or ``labels``
-        to give the label texts directly."""
+        to give the label texts directly. ``scores`` (the shown class's probability per
+        frame) also decides, against ``min_score``, which frames are drawn as unsure."""
         images, indices = self.overlay(frames, maps, bounds)
         boxes: list[Box | None] = [None] * len(images)
+        score_list = (scores.tolist() if isinstance(scores, torch.Tensor) else list(scores)) if scores is not None else [None] * len(images)
         if labels is None and self.labels and classes is not None:
-            score_list = scores.tolist() if scores is not None else [None] * len(images)
             labels = [self.label_text(c, s) for c, s in zip(classes.tolist(), score_list)]
         offset = frames.shape[2] if self.side_by_side else 0
         for i, image in enumerate(images):
             boxes[i] = cam_box(indices[i], self.threshold)  # always: the records carry it
-            if self.boxes and boxes[i] is not None:
+            unsure = self.unsure(score_list[i])
+            if self.boxes and boxes[i] is not None and not unsure:
                 draw_box(image[:, offset:], boxes[i])  # the overlay panel only
             if self.labels and labels is not None:
-                draw_label(image, labels[i])
+                draw_label(image, labels[i], color=UNSURE_GREY if unsure else (255, 255, 255))
         return Rendered(images=images, boxes=boxes)
+
+    def unsure(self, score: float | None) -> bool:
+        """The shown class's probability is below ``min_score``."""
+        return score is not None and score < self.min_score
 
     def label_text(self, class_index: int, score: float | None) -> str:
         name = self.class_names[class_index] if self.class_names and 0 <= class_index < len(self.class_names) else f"class {class_index}"
-        return f"{name} {score:.0%}" if score is not None else name
+        text = f"{name} {score:.0%}" if score is not None else name
+        return f"unsure: {text}" if self.unsure(score) else text
 
 
 def draw_box(image: np.ndarray, box: Box, color: tuple[int, int, int] = (0, 255, 0)) -> None:
@@ -244,12 +260,16 @@ def draw_box(image: np.ndarray, box: Box, color: tuple[int, int, int] = (0, 255,
     cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), color, thickness, lineType=cv2.LINE_8)
 
 
-def draw_label(image: np.ndarray, text: str) -> None:
-    """White text on a dark band in the top-left corner, sized to the frame."""
+#: The label's colour when the model is unsure (below ``min_score``).
+UNSURE_GREY = (150, 150, 150)
+
+
+def draw_label(image: np.ndarray, text: str, color: tuple[int, int, int] = (255, 255, 255)) -> None:
+    """Text (white, or grey when unsure) on a dark band in the top-left corner, sized to the frame."""
     height = image.shape[0]
     scale = max(0.35, height / 720 * 0.9)
     thickness = max(1, round(scale * 2))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     pad = max(2, round(th * 0.35))
     cv2.rectangle(image, (0, 0), (min(image.shape[1] - 1, tw + 2 * pad), th + base + 2 * pad), (0, 0, 0), -1)
-    cv2.putText(image, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    cv2.putText(image, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv2.LINE_AA)

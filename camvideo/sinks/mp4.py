@@ -14,6 +14,11 @@ GPU's encoder, where it has one); ``encoder="auto"`` picks NVENC where it works.
 choice is made at the first frame, when the size is known, by
 :mod:`camvideo.sinks.encoders` (:func:`encoder_available` probes by encoding one frame);
 NVENC that does not work falls back to libx264 with a logged line, never an error.
+
+The container follows the file's extension (:data:`CONTAINERS`): ``.mp4`` (MP4),
+``.mov`` (QuickTime) or ``.mkv`` (Matroska), each with the H.264 video and the audio;
+any other extension is refused before anything is written (:func:`container_format`),
+rather than writing an MP4 under another name.
 """
 
 from __future__ import annotations
@@ -37,7 +42,21 @@ from .audio import AudioCopier, AudioFeed, FileAudio
 from .base import Writer, check_output_folder, describe_os_error
 from .encoders import ENCODERS, choose_encoder, configure
 
-__all__ = ["Mp4Sink"]
+__all__ = ["CONTAINERS", "Mp4Sink", "container_format"]
+
+#: Output extension -> FFmpeg muxer. Each holds H.264 and the audio codecs copied from
+#: the sources (checked per stream by fits_mp4; MOV and Matroska hold at least as many).
+CONTAINERS: dict[str, str] = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+def container_format(path: str | PathLike) -> str:
+    """The muxer for an output path's extension; OutputError (one line, what is supported) otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in CONTAINERS:
+        what = f"a {suffix} file" if suffix else "a file without an extension"
+        raise OutputError(f"{path}: cannot write {what}; the annotated video can be {', '.join(CONTAINERS)} "
+                          "(H.264 with the sound)")  # fmt: skip
+    return CONTAINERS[suffix]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +138,7 @@ class Mp4Sink(Writer):
             raise OutputError(f"{self.path}: threads must be 0 (auto) or more, not {threads!r}")
         if encoder not in ENCODERS:
             raise OutputError(f"{self.path}: encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
+        self.format = container_format(self.path)
 
         self._audio_source = audio
         self.open()
@@ -127,7 +147,7 @@ class Mp4Sink(Writer):
         folder = check_output_folder(self.path)
         # Same folder as the target, so the final os.replace() is an atomic rename on
         # one file system; hidden so folder scans (find_videos) skip it.
-        self._temp = folder / f".{self.path.name}.partial-{secrets.token_hex(4)}.mp4"
+        self._temp = folder / f".{self.path.name}.partial-{secrets.token_hex(4)}{self.path.suffix.lower()}"
         audio = self._audio_source
         if audio is not None:
             feed = FileAudio(audio) if isinstance(audio, (str, PathLike)) else audio
@@ -149,7 +169,9 @@ class Mp4Sink(Writer):
     def _open_output(self) -> None:
         """(Re)create the output container on the temporary file; nothing is written yet."""
         options = {"movflags": "+faststart", "movie_timescale": str(self._movie_timescale())}
-        self._out = av.open(str(self._temp), mode="w", format="mp4", container_options=options)
+        if self.format == "matroska":
+            options = {}  # movflags and movie_timescale are options of the MP4/MOV muxer only
+        self._out = av.open(str(self._temp), mode="w", format=self.format, container_options=options)
 
     def _movie_timescale(self) -> int:
         """A movie clock every track's start offset is a whole number of ticks of.
