@@ -18,7 +18,7 @@ import torch
 
 from camvideo.engine import METHODS, Explainer
 from camvideo.errors import ModelError
-from camvideo.jobs import FrameAnnotator
+from camvideo.jobs import FrameAnnotator, LiveAnnotator
 from camvideo.options import COLORMAP_NAMES, METHOD_NAMES, canonical_method
 from camvideo.render import COLORMAPS, Renderer, TemporalSmoother
 from camvideo.sinks import Mp4Sink
@@ -114,7 +114,7 @@ def test_smoothing_survives_live_every_change() -> None:
     """The live app's "model every 1 -> 2" switch: the same annotator first explains every
     frame, then every other one."""
     explainer = tiny_explainer(method="cam")
-    annotator = FrameAnnotator(explainer, Renderer("jet", 0.5), TemporalSmoother(0.25), None, every=1)
+    annotator = LiveAnnotator(explainer, Renderer("jet", 0.5), TemporalSmoother(0.25), None, every=1)
     image = np.full((48, 64, 3), 120, np.uint8)
     annotator([Frame(0, image, 0, 0.0), Frame(1, image, 1, 1 / 30)])
     annotator.every = 2
