@@ -7,7 +7,7 @@ the host and the device with pinned buffers.
 """
 
 from .overlay import (
-    COLORMAPS, Rendered, Renderer, cam_box, colormap_lut, draw_box, draw_label, largest_component_box,
+    COLORMAPS, Rendered, Renderer, cam_box, cam_box_reduced, colormap_lut, draw_box, draw_label, largest_component_box,
     normalize_maps,
 )  # fmt: skip
 from .smoothing import TemporalSmoother
@@ -15,5 +15,5 @@ from .transfer import FrameDownloader, FrameUploader
 
 __all__ = [
     "COLORMAPS", "FrameDownloader", "FrameUploader", "Rendered", "Renderer", "TemporalSmoother", "cam_box",
-    "colormap_lut", "draw_box", "draw_label", "largest_component_box", "normalize_maps",
+    "cam_box_reduced", "colormap_lut", "draw_box", "draw_label", "largest_component_box", "normalize_maps",
 ]  # fmt: skip

@@ -88,6 +88,52 @@ def cam_box(normalized: np.ndarray, threshold: float = 0.2, connectivity: int = 
     return largest_component_box(normalized > threshold * peak, connectivity)
 
 
+def cam_box_reduced(index: np.ndarray, threshold: float = 0.2, connectivity: int = 8, step: int | None = None) -> Box | None:
+    """:func:`cam_box` at a fraction of its cost, for big frames.
+
+    The connected components (the costly part: 4-12 ms on a 720p index) are found on a
+    ``step`` times smaller index, each pixel of which is the maximum of a ``step`` x
+    ``step`` block (default: blocks of about 1/180 of the short side): a block is hot
+    when any of its pixels is, so the largest component lies inside the blocks of the
+    reduced box. Each edge is then found exactly on the full-resolution index, inside
+    that box and in the component's own blocks. The result equals the full-resolution
+    box unless two hot regions come within a block of each other (tested on the
+    model's maps of real frames and on random blob maps: within two pixels).
+    """
+    height, width = index.shape[:2]
+    if step is None:
+        step = max(1, min(height, width) // 180)
+    if step <= 1:
+        return cam_box(index, threshold, connectivity)
+    # max over each step x step block: a dilation anchored at its top-left, sampled
+    pooled = cv2.dilate(index, np.ones((step, step), np.uint8), anchor=(0, 0),
+                        borderType=cv2.BORDER_CONSTANT, borderValue=0)[::step, ::step]  # fmt: skip
+    peak = float(pooled.max()) if pooled.size else 0.0
+    if peak <= 0:
+        return None
+    level = threshold * peak
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((pooled > level).view(np.uint8), connectivity=connectivity)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    best_hot, best_count, x_lo, y_lo = None, -1, 0, 0
+    # A component's block count only bounds its pixel count: the candidates that could be
+    # the largest are counted exactly, in their own blocks (another hot region beside
+    # them, in other blocks, does not count).
+    for label in 1 + np.flatnonzero(areas * step * step >= areas.max()):
+        bx, by, bw, bh = (int(v) for v in stats[label, :4])
+        x0, y0 = bx * step, by * step
+        x1, y1 = min(width, (bx + bw) * step), min(height, (by + bh) * step)
+        blocks = (labels[by:by + bh, bx:bx + bw] == label).view(np.uint8)
+        mine = cv2.resize(blocks, (bw * step, bh * step), interpolation=cv2.INTER_NEAREST)[:y1 - y0, :x1 - x0]
+        hot = (index[y0:y1, x0:x1] > level) & mine.view(bool)
+        count = int(np.count_nonzero(hot))
+        if count > best_count:
+            best_hot, best_count, x_lo, y_lo = hot, count, x0, y0
+    hot = best_hot
+    rows = np.flatnonzero(hot.any(axis=1))
+    cols = np.flatnonzero(hot.any(axis=0))
+    return (x_lo + int(cols[0]), y_lo + int(rows[0]), x_lo + int(cols[-1]) + 1, y_lo + int(rows[-1]) + 1)
+
+
 @dataclass
 class Rendered:
     """A rendered batch: host uint8 RGB frames and one box (or None) per frame
@@ -235,7 +281,7 @@ class Renderer:
             labels = [self.label_text(c, s) for c, s in zip(classes.tolist(), score_list)]
         offset = frames.shape[2] if self.side_by_side else 0
         for i, image in enumerate(images):
-            boxes[i] = cam_box(indices[i], self.threshold)  # always: the records carry it
+            boxes[i] = cam_box_reduced(indices[i], self.threshold)  # always: the records carry it
             unsure = self.unsure(score_list[i])
             if self.boxes and boxes[i] is not None and not unsure:
                 draw_box(image[:, offset:], boxes[i])  # the overlay panel only
