@@ -23,7 +23,8 @@ from ..options import COLORMAP_NAMES, ENCODER_NAMES, HWACCEL_NAMES, METHOD_NAMES
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
+def _model_options(parser: argparse.ArgumentParser, batches: bool = True) -> None:
+    """The model's options; ``batches``: the batch size too (annotate only: live explains one frame at a time)."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=defaults.DEFAULT_MODEL, help="model name (see `camvideo models`) [%(default)s]")
     group.add_argument("--weights", metavar="PATH", help="local state dict for the model (loaded with weights_only=True)")
@@ -33,7 +34,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--target", default="top1", help="top1, topK, a class index or a class name [%(default)s]")
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N [%(default)s]")
     group.add_argument("--precision", default="fp32", choices=PRECISIONS, help="model precision [%(default)s]")
-    group.add_argument("--batch-size", type=_positive_int, metavar="N", help="frames per model call [2 on the CPU, 32 on CUDA]")
+    if batches:
+        group.add_argument("--batch-size", type=_positive_int, metavar="N", help="frames per model call [2 on the CPU, 32 on CUDA]")
 
 
 def _render_options(parser: argparse.ArgumentParser) -> None:
@@ -98,12 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     live = commands.add_parser(
         "live",
         help="open the desktop app on a camera, stream or file",
-        description="Live heatmaps in a window. SOURCE: a camera index (0, 1, ...) or device path, a URL "
-        "(rtsp://, http(s)://, udp://, tcp://) or a video file. With no SOURCE: the first camera, "
-        "else the bundled sample looped.",
+        description="Live heatmaps in a window. SOURCE: a camera index (0, 1, ...) or device path (/dev/video2; "
+        "av:0 or av:/dev/video0 reads it with PyAV), a stream URL (rtsp://, rtsps://, rtmp://, rtmps://, http://, "
+        "https://, udp://, tcp://, rtp://, srt://), a video file (played at its own rate), or `sample` (the bundled "
+        "sample clip, looped). With no SOURCE: the first camera, else the sample. Keys: Space pause, . or Right one "
+        "frame, R record, S snapshot, F full screen, Q or Esc quit.",
+        epilog="Without a display: QT_QPA_PLATFORM=offscreen camvideo live sample --duration 5 --snapshot last.png",
     )
-    live.add_argument("source", nargs="?", metavar="SOURCE", help="camera, URL or file [first camera, else the sample]")
-    _model_options(live)
+    live.add_argument("source", nargs="?", metavar="SOURCE",
+                      help="camera index or device, stream URL, video file or `sample` [first camera, else the sample]")  # fmt: skip
+    _model_options(live, batches=False)
     _render_options(live)
     live.add_argument("--every", type=_positive_int, default=1, metavar="N", help="run the model on every Nth frame [%(default)s]")
     live.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True, help="loop a file source [on]")
@@ -199,9 +205,12 @@ def _internal(err: BaseException) -> str:
 def _models() -> int:
     from ..engine import available_models
 
-    width = max(len(name) for name, _, _ in available_models())
-    for name, offline, note in available_models():
+    models = available_models()
+    width = max(len("MODEL"), *(len(name) for name, _, _ in models))
+    print(f"{'MODEL':<{width}}  {'WEIGHTS':<8}  NOTES")
+    for name, offline, note in models:
         print(f"{name:<{width}}  {'offline' if offline else 'download':<8}  {note}")
+    print("offline: loads without a network; download: needs the internet once (torchvision's cache) or --weights PATH")
     return EXIT_OK
 
 

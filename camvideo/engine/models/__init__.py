@@ -153,8 +153,13 @@ def _torchvision_spec(name: str, weights: str | os.PathLike | None, pretrained: 
     elif pretrained:
         try:
             # torch.hub loads with weights_only=False unless told: a file planted in the
-            # cache (~/.cache/torch/hub/checkpoints) would run its code.
-            state = tv_weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
+            # cache (~/.cache/torch/hub/checkpoints) would run its code. The download is
+            # ours (torch.hub's own prints a "Downloading:" line even when it then fails).
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(tv_weights.url)
+            if not cached.is_file():
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(tv_weights.url, str(cached), progress=False)  # via a temp file
+            state = torch.load(cached, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             raise ModelError(
                 f"refused to load the cached torchvision weights for {name} in {torch.hub.get_dir()}: not a plain "
@@ -162,8 +167,9 @@ def _torchvision_spec(name: str, weights: str | os.PathLike | None, pretrained: 
             ) from None
         except Exception as err:  # URLError, socket errors, HTTP errors: all mean "no download"
             raise ModelError(
-                f"cannot download torchvision's weights for {name} ({type(err).__name__}); "
-                f"offline, pass weights=PATH (--weights PATH) to a local state dict, or use the default model {DEFAULT_MODEL}"
+                f"cannot download torchvision's weights for --model {name} (no network? {type(err).__name__}); "
+                f"give a local state dict with --weights PATH, or use a model that loads offline (camvideo models), "
+                f"such as the default {DEFAULT_MODEL}"
             ) from None
         net.load_state_dict(state)
     _expose_final_activation(name, net)
