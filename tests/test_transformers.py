@@ -51,7 +51,9 @@ def tiny_vit(seed: int = 0) -> nn.Module:
     """torchvision ViT: 32x32 input, 8-pixel patches (4x4 grid), 3 blocks, class token."""
     from torchvision.models.vision_transformer import VisionTransformer
 
-    return randomise(VisionTransformer(32, 8, num_layers=3, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5), seed)
+    return randomise(
+        VisionTransformer(32, 8, num_layers=3, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5), seed
+    )
 
 
 def tiny_swin(seed: int = 0) -> nn.Module:
@@ -92,7 +94,9 @@ def explainer(net: nn.Module, method: str, size: int = 32, **kw) -> Explainer:
 
 
 # -- float64 references ---------------------------------------------------------------------------
-def captured(ref: nn.Module, module_name: str, x64: torch.Tensor, to_grid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def captured(
+    ref: nn.Module, module_name: str, x64: torch.Tensor, to_grid
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(raw output leaf, A (N, C, h, w) float64, logits): the test's own hook makes the
     output a leaf that requires grad; ``to_grid`` is the test's own layout of it."""
     seen = {}
@@ -170,7 +174,9 @@ def ref_scorecam(ref: nn.Module, x64: torch.Tensor, A: torch.Tensor, classes: to
         for n, c in enumerate(classes.tolist()):
             s = []
             for k in range(A.shape[1]):
-                up = F.interpolate(A[n : n + 1, k : k + 1], size=x64.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+                up = F.interpolate(A[n : n + 1, k : k + 1], size=x64.shape[-2:], mode="bilinear", align_corners=False)[
+                    0, 0
+                ]
                 lo, hi = float(up.min()), float(up.max())
                 mask = (up - lo) / (hi - lo) if hi > lo else torch.zeros_like(up)
                 s.append(float(torch.softmax(ref(x64[n : n + 1] * mask), dim=1)[0, c]))

@@ -273,8 +273,14 @@ def _annotate(args: argparse.Namespace) -> int:
     from ..jobs import AnnotateSettings, VideoJob, annotate_many, describe, progress_bar, resolve_hwaccel
     from ..render import Renderer
 
+    if args.ray is not None:  # the workers load the model, not this process
+        from .ray import run_on_ray
+
+        return run_on_ray(args, [VideoJob(*paths) for paths in zip(inputs, outputs, jsonls, maps, reports)])
     explainer = Explainer.from_options(args)
     explainer.selector(args.target)  # a wrong class name fails now, not on every video
+    if not args.quiet:  # which layer is explained, why, and how its output becomes a map (transformers)
+        print(f"{explainer.spec.name}: {explainer.method} on layer {explainer.report.describe()}")
     renderer = Renderer(args.colormap, args.alpha, boxes=args.boxes, labels=args.labels, threshold=args.threshold,
                         side_by_side=args.side_by_side, class_names=explainer.class_names,
                         min_score=args.min_score)  # fmt: skip

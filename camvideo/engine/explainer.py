@@ -129,6 +129,8 @@ class Explainer:
         self._scale = (1.0 / (255.0 * torch.tensor(self.spec.std))).view(1, 3, 1, 1).to(self.device)
         self._shift = (torch.tensor(self.spec.mean) / torch.tensor(self.spec.std)).view(1, 3, 1, 1).to(self.device)
         self._scorecam_chunk = scorecam_chunk
+        # the resize the model was trained with (timm's and torchvision's configs say; bicubic for Swin)
+        self._resize_mode = self.spec.interpolation if self.spec.interpolation in ("bilinear", "bicubic") else "bilinear"
         self._uploader = FrameUploader(self.device)
         self._lock = threading.RLock()  # one call at a time: hook captures, upload slots
         # torch.compile wraps the model for the forward passes; hooks stay on the module itself
@@ -234,7 +236,7 @@ class Explainer:
         if (h, w) != tuple(x.shape[-2:]):
             if x.device.type != "cpu":  # no uint8 antialiased kernel there
                 x = x.float()
-            x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(x, size=(h, w), mode=self._resize_mode, antialias=True, align_corners=False)
         x = x.float() * self._scale - self._shift
         return x.to(self.dtype).contiguous(memory_format=torch.channels_last)
 

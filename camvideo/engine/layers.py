@@ -162,7 +162,12 @@ def inspect_model(model: nn.Module, example: torch.Tensor, layer: str | None = N
             continue
         for _, norm_name, norm_out, norm_in in after:  # pooling -> LayerNorm -> linear (ConvNeXt)
             norm = modules[norm_name]
-            if isinstance(norm, nn.LayerNorm) and is_gap(norm_in) and _same(norm_out, inp) and _is_layer_norm(norm, gap, inp):
+            if (
+                isinstance(norm, nn.LayerNorm)
+                and is_gap(norm_in)
+                and _same(norm_out, inp)
+                and _is_layer_norm(norm, gap, inp)
+            ):
                 cam_linear, cam_norm = name, norm_name
     # Frames keep their aspect ratio only where the model takes any size: pooled heads, and
     # ViTs that interpolate their position embeddings (timm's dynamic_img_size). Windowed
@@ -228,7 +233,10 @@ def _token_layer(
         return last, "the last layer on the patch grid; the head reads all its tokens"
     for i in reversed(choices):
         if _is_norm(spatial[i].module) and reached.get(i):
-            return i, "the head reads the class token: the last norm whose patch tokens reach the logits (the last block's first norm)"
+            return (
+                i,
+                "the head reads the class token: the last norm whose patch tokens reach the logits (the last block's first norm)",
+            )
     for i in reversed(choices):
         if reached.get(i):
             return i, "the head reads the class token: the last layer whose patch tokens reach the logits"

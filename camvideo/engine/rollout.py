@@ -25,7 +25,7 @@ refused there (the method lives in :mod:`camvideo.engine.methods`).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

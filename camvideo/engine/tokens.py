@@ -84,7 +84,9 @@ class TokenLayout:
             return "map (N, C, H, W), used as is"
         if self.kind == "channels_last":
             return "channels-last map (N, H, W, C) -> (N, C, H, W)"
-        what = f"{self.prefix} prefix token{'s' if self.prefix != 1 else ''} dropped" if self.prefix else "no prefix token"
+        what = (
+            f"{self.prefix} prefix token{'s' if self.prefix != 1 else ''} dropped" if self.prefix else "no prefix token"
+        )
         return f"tokens (N, {self.prefix}+H*W, C) -> (N, C, H, W), {what}, {self.stride:g}-pixel patches"
 
 

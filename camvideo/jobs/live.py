@@ -40,6 +40,7 @@ from ..sources import LiveSource, open_live_source, recording_audio
 from ..types import Frame, FrameResult
 from .settings import LiveOptions, target_of
 from .live_stage import LiveAnnotator
+from .pacing import EveryAuto
 
 __all__ = ["LiveSession", "LiveStats"]
 
@@ -63,6 +64,8 @@ class LiveStats:
     device: str
     recording: Path | None
     recorded: int
+    every: int = 1  # the model's frame interval now
+    every_auto: bool = False  # picked by --every auto (camvideo.jobs.pacing)
 
 
 # The model thread runs jobs: functions of nothing. Everything that touches the
@@ -115,6 +118,7 @@ class LiveSession:
         self._recorder: _Recording | None = None
         self._stopping = False
         self._threads_before: int | None = None  # torch CPU threads before a background model limited them
+        self._auto: EveryAuto | None = None  # options.every == 0: the interval follows the measured times
         self._task: Task[None] = Task(self._main, "camvideo-live")
 
     # -- control (GUI thread) -------------------------------------------------------------------
@@ -256,11 +260,13 @@ class LiveSession:
         except ModelError as err:  # a saved class that this model does not have: top-1, and say so
             self.notice = f"{err}; showing the top-1 class"
             options = self.options = dataclasses.replace(options, target="top1")
+        self._auto = EveryAuto() if options.every == 0 else None
+        every = self._auto.every if self._auto is not None else options.every
         self.annotator = LiveAnnotator(self.explainer, self._renderer(options), TemporalSmoother(options.smooth),
-                                        target_of(options.target), every=options.every)  # fmt: skip
+                                        target_of(options.target), every=every)  # fmt: skip
         self._applied = options
         self._worker = LatestWorker(_run_job, "camvideo-model").start()
-        if options.every > 1:
+        if every > 1:
             self._worker.call(self._limit_threads)
         source = self.source
         self._pipeline = Pipeline(source, self._process, self._publish, batch_size=4, policy="live",
@@ -309,10 +315,33 @@ class LiveSession:
             except ModelError as err:
                 self.notice = str(err)
         if new.every != old.every:
-            ann.every = new.every
-            self._model_call(partial(self._limit_threads, new.every > 1))
+            self._auto = EveryAuto(start=max(ann.every, 1)) if new.every == 0 else None
+            self._set_every(self._auto.every if self._auto is not None else new.every)
         if (new.smooth, new.target) != (old.smooth, old.target):
             ann.reset()  # the held map is for the old target; the smoother's state too
+
+    def _set_every(self, every: int) -> None:
+        ann = self.annotator
+        assert ann is not None
+        if every != ann.every:
+            background = (every > 1, ann.every > 1)
+            ann.every = every
+            if background[0] != background[1]:
+                self._model_call(partial(self._limit_threads, every > 1))
+
+    def _timed(self, job: Callable[[], object], frames: int = 1) -> Callable[[], object]:
+        """``job`` reporting its time to --every auto (it runs in the model thread)."""
+        auto = self._auto
+        if auto is None:
+            return job
+
+        def run() -> object:
+            start = time.perf_counter()
+            result = job()
+            auto.model(time.perf_counter() - start, frames)
+            return result
+
+        return run
 
     def _model_call(self, job: Callable[[], object]) -> object:
         assert self._worker is not None
@@ -322,8 +351,11 @@ class LiveSession:
         self._apply_settings()
         ann, worker = self.annotator, self._worker
         assert ann is not None and worker is not None
+        if self._auto is not None:
+            self._auto.frames([f.time for f in frames])
+            self._set_every(self._auto.choice())
         if ann.every <= 1:
-            return self._model_call(partial(ann, frames))  # type: ignore[return-value]
+            return self._model_call(self._timed(partial(ann, frames), len(frames)))  # type: ignore[return-value]
         if worker.error is not None:
             raise worker.error
         landed = worker.results.take()
@@ -333,7 +365,7 @@ class LiveSession:
             if frame.extra.get("replay"):
                 ann.reset()
             if ann.due(frame):
-                job = partial(ann.explain_frame, frame)
+                job = self._timed(partial(ann.explain_frame, frame))
                 if ann.held is None or frame.extra.get("replay") or frame.extra.get("step"):
                     ann.adopt(self._model_call(job))  # type: ignore[arg-type]  # must be drawn with its own map
                 else:
@@ -362,6 +394,8 @@ class LiveSession:
             device=str(self.explainer.device) if self.explainer is not None else "",
             recording=recorder.path if recorder is not None else None,
             recorded=recorder.frames if recorder is not None else 0,
+            every=self.annotator.every if self.annotator is not None else 1,
+            every_auto=self._auto is not None,
         )
 
 

