@@ -79,8 +79,11 @@ class ControlPanel(QScrollArea):
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHOD_NAMES)
         self.every_spin = QSpinBox()
-        self.every_spin.setRange(1, 60)
-        self.every_spin.setToolTip("Run the model on every Nth frame; the frames between show the last map, smoothed")
+        self.every_spin.setRange(0, 60)
+        self.every_spin.setSpecialValueText("auto")  # 0: picked from the measured model time
+        self.every_spin.setToolTip("Run the model on every Nth frame; the frames between show the last map, smoothed. "
+                                   "auto: every frame when the model is fast enough, else as often as it keeps up "
+                                   "with the camera's rate")  # fmt: skip
         form.addRow("Model", self.model_combo)
         form.addRow("Method", self.method_combo)
         form.addRow("Model every", self.every_spin)

@@ -398,7 +398,7 @@ class MainWindow(QMainWindow):
             parts.append(f"latency {1000 * p50:.0f} / {1000 * p95:.0f} ms (p50 / p95)")
         parts.append(f"dropped {stats.dropped}")
         if stats.model_runs:
-            parts.append(f"model {stats.model_ms:.0f} ms")
+            parts.append(f"model {stats.model_ms:.0f} ms, every {stats.every}{' (auto)' if stats.every_auto else ''}")
         if stats.device:
             parts.append(stats.device)
         if session.paused:

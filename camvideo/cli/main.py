@@ -111,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="camera index or device, stream URL, video file or `sample` [first camera, else the sample]")  # fmt: skip
     _model_options(live, batches=False)
     _render_options(live)
-    live.add_argument("--every", type=_positive_int, default=1, metavar="N", help="run the model on every Nth frame [%(default)s]")
+    live.add_argument("--every", type=_every, default=0, metavar="N|auto",
+                      help="run the model on every Nth frame (the frames between are drawn at once with the last map); "
+                      "auto: every frame when the model takes at most half a frame interval, else in the background "
+                      "on every Nth frame, N from the measured model time, so the display keeps the camera's rate "
+                      "[auto]")  # fmt: skip
     live.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True, help="loop a file source [on]")
     live.add_argument("--duration", type=_nonneg_float, metavar="SECONDS", help="quit after that long")
     live.add_argument("--snapshot", metavar="PATH", help="save the last displayed frame (PNG) on exit")
@@ -331,6 +335,11 @@ def _annotate(args: argparse.Namespace) -> int:
 
 #: ``--jobs auto`` on CUDA: videos at once (the CPU-side codecs are then the bottleneck).
 AUTO_GPU_JOBS = 4
+
+
+def _every(text: str) -> int:
+    """``auto`` (0) or a positive number."""
+    return 0 if text.strip().lower() == "auto" else _positive_int(text)
 
 
 def _jobs(text: str) -> int:

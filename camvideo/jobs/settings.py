@@ -28,7 +28,7 @@ class LiveOptions:
     min_score: float = defaults.DEFAULT_MIN_SCORE
     smooth: float = defaults.DEFAULT_SMOOTH
     side_by_side: bool = False
-    every: int = 1
+    every: int = 0  # 0: auto (camvideo.jobs.pacing picks it from the measured model time)
     #: torch CPU threads while the model runs in the background (every > 1): one core
     #: left for decoding, drawing and the GUI keeps the display on time. 0: leave as is.
     model_threads: int = 1
