@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the model through torch.compile (one shape per video; slow first batch)")
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     out.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    from .ray import add_ray_options
+
+    add_ray_options(annotate)
 
     live = commands.add_parser(
         "live",

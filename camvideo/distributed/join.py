@@ -1,5 +1,8 @@
 """Segments back into one video, one JSONL and one NPZ, without re-encoding.
 
+The parts are MP4s (their clock is the source's time base, exactly); the joined video is
+the container its name asks for, as :class:`~camvideo.sinks.Mp4Sink` would write it.
+
 The MP4: every segment was encoded with the same encoder and settings at the same size,
 so their H.264 parameter sets (the ``avcC`` extradata) are the same, and each starts with
 an IDR frame. Their packets are copied one after the other into a new MP4 (stream copy:
@@ -17,15 +20,15 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import av
 import numpy as np
 
 from ..errors import OutputError
-from ..sinks import AudioCopier, FileAudio, describe_os_error, temporary_beside
+from ..sinks import AudioCopier, FileAudio, container_format, describe_os_error, temporary_beside
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,8 @@ def join_video(parts: Sequence[Path], output: Path, time_base: Fraction, audio_f
     if len(extradata) != 1:
         raise OutputError(f"{output}: the segments were encoded differently (mixed encoders?) and cannot be "
                           "joined without re-encoding; run with --segment-seconds 0")  # fmt: skip
-    temp = temporary_beside(output, ".mp4")
+    muxer = container_format(output)  # .mp4, .mov or .mkv, as Mp4Sink writes it
+    temp = temporary_beside(output, output.suffix.lower())
     frames = 0
     audio = AudioCopier(FileAudio(audio_from), output) if audio_from is not None else None
     try:
@@ -73,7 +77,9 @@ def join_video(parts: Sequence[Path], output: Path, time_base: Fraction, audio_f
             template = first.streams.video[0]
             rates = [s.codec_context.sample_rate for s in audio.streams] if audio is not None else []
             options = {"movflags": "+faststart", "movie_timescale": str(_movie_timescale(time_base, rates))}
-            with av.open(str(temp), mode="w", format="mp4", container_options=options) as out:
+            if muxer == "matroska":
+                options = {}  # options of the MP4/MOV muxer only
+            with av.open(str(temp), mode="w", format=muxer, container_options=options) as out:
                 video = out.add_stream_from_template(template)
                 video.time_base = time_base  # the track's clock as Mp4Sink chose it
                 if audio is not None:

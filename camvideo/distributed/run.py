@@ -16,16 +16,26 @@ from __future__ import annotations
 import collections
 import json
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from ..errors import ModelError
 from ..jobs import AnnotateSettings, VideoJob, default_batch_size
 from .segments import WARMUP_TAUS
 from .worker import (
-    AnnotateWorker, ModelSpec, OverlaySpec, ProgressBoard, WorkDone, join_segments, leftovers, plan_video,
-    remove_leftovers, segment_paths, video_targets,
+    AnnotateWorker,
+    ModelSpec,
+    OverlaySpec,
+    ProgressBoard,
+    WorkDone,
+    join_segments,
+    leftovers,
+    plan_video,
+    remove_leftovers,
+    segment_paths,
+    video_targets,
 )  # fmt: skip
 
 _WAIT = 0.2  # seconds between looks at the board while waiting for results
@@ -86,8 +96,8 @@ def annotate_on_ray(
     videos: Sequence[VideoJob],
     settings: AnnotateSettings,
     *,
-    model: ModelSpec = ModelSpec(),
-    overlay: OverlaySpec = OverlaySpec(),
+    model: ModelSpec | None = None,
+    overlay: OverlaySpec | None = None,
     workers: int | None = None,
     segment_seconds: float = 120.0,
     retries: int = 2,
@@ -113,6 +123,8 @@ def annotate_on_ray(
     from .cluster import import_ray
 
     ray = import_ray()
+    model = model or ModelSpec()
+    overlay = overlay or OverlaySpec()
     notify = on_event or (lambda kind, video, value: None)
     resources = ray.cluster_resources()
     use_gpus = resources.get("GPU", 0) > 0 and model.device != "cpu"
@@ -160,7 +172,10 @@ def annotate_on_ray(
             ready, _ = ray.wait(list(plans), num_returns=len(plans), timeout=_WAIT)
             for ref in ready:
                 state = plans.pop(ref)
-                state.plan = ray.get(ref)
+                try:
+                    state.plan = ray.get(ref)
+                except ray.exceptions.RayError as err:  # the task could not run at all
+                    state.plan = {"error": f"{state.job.input}: cannot be planned on the cluster ({_one_line(err)})"}
                 if state.plan["error"] is not None:
                     yield finish(state, VideoOutcome(state.job, error=state.plan["error"]))
                     continue
@@ -252,10 +267,14 @@ def _get(ray: Any, ref: Any) -> WorkDone:
     except ray.exceptions.RayActorError as err:
         return WorkDone(error=f"the worker died and Ray's retries ran out ({type(err).__name__})", extra={"dead": True})
     except ray.exceptions.RayError as err:
-        return WorkDone(error=f"the task failed on the cluster ({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+        return WorkDone(error=f"the task failed on the cluster ({type(err).__name__}: {_one_line(err)})")
     if isinstance(result, dict):  # a join's answer
         return WorkDone(frames=result.get("frames", 0), node=result.get("node", ""), error=result.get("error"))
     return result
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300]
 
 
 def _video_outcome(state: _Video, joined: WorkDone) -> VideoOutcome:

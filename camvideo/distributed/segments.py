@@ -29,10 +29,10 @@ from __future__ import annotations
 import bisect
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 from av.video.reformatter import Colorspace  # noqa: F401  (the type yuv_matrix returns)

@@ -19,10 +19,11 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..engine import Explainer
 from ..errors import CamvideoError, InputError, OutputError
@@ -52,8 +53,7 @@ class ModelSpec:
     compile: bool = False
 
     def build(self) -> Explainer:
-        return Explainer(self.model, method=self.method, layer=self.layer, device=self.device, weights=self.weights,
-                         precision=self.precision, compile=self.compile)  # fmt: skip
+        return Explainer.from_options(self)  # the same fields as the command line's options
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,13 @@ class OverlaySpec:
     labels: bool = True
     threshold: float = 0.2
     side_by_side: bool = False
+    min_score: float = 0.0
+    options: tuple[tuple[str, Any], ...] = ()  # further Renderer keywords, as (name, value) pairs
 
     def build(self, class_names: list[str]) -> Renderer:
         return Renderer(self.colormap, self.alpha, boxes=self.boxes, labels=self.labels, threshold=self.threshold,
-                        side_by_side=self.side_by_side, class_names=class_names)  # fmt: skip
+                        side_by_side=self.side_by_side, class_names=class_names, min_score=self.min_score,
+                        **dict(self.options))  # fmt: skip
 
 
 @dataclass
@@ -115,7 +118,7 @@ def segment_paths(video: VideoJob, index: int) -> dict[str, Path | None]:
 
 def video_targets(video: VideoJob, segments: int = 0) -> list[Path]:
     """Every file a video's run may create: its outputs and its segments' parts."""
-    targets = [p for p in (video.output, video.jsonl, video.maps) if p is not None]
+    targets = [p for p in (video.output, video.jsonl, video.maps, video.report) if p is not None]
     for k in range(segments):
         targets += [p for p in segment_paths(video, k).values() if p is not None]
     return targets
@@ -209,7 +212,8 @@ class AnnotateWorker:
         started = time.monotonic()
         try:
             report = annotate_video(video.input, video.output, self.explainer, self.renderer, self.settings,
-                                    jsonl=video.jsonl, maps=video.maps, on_frame=reporter.frame)  # fmt: skip
+                                    jsonl=video.jsonl, maps=video.maps, report=video.report,
+                                    on_frame=reporter.frame)  # fmt: skip
         except CamvideoError as err:
             return WorkDone(node=self.node, error=str(err))
         finally:
@@ -299,7 +303,7 @@ def plan_video(video: VideoJob, overwrite: bool, segment_seconds: float, warmup:
     that does not open); the driver reports it without running anything.
     """
     try:
-        for path in (video.output, video.jsonl, video.maps):
+        for path in (video.output, video.jsonl, video.maps, video.report):
             if path is not None:
                 check_output(video.input, path, overwrite)
         with FileSource(video.input) as source:  # opens and decodes the first frame: a real check
@@ -307,7 +311,8 @@ def plan_video(video: VideoJob, overwrite: bool, segment_seconds: float, warmup:
         duration = video_duration(video.input)
         frames = info.frame_count
         segments: list[Segment] = []
-        if segment_seconds > 0 and duration is not None and duration > segment_seconds:
+        # A --report picture needs the whole video in one place: such a video is not cut.
+        if segment_seconds > 0 and duration is not None and duration > segment_seconds and video.report is None:
             scan = scan_video(video.input)
             segments = plan_segments(scan, segment_seconds, warmup, batch)
             frames = len(scan.pts)
