@@ -122,7 +122,9 @@ def main() -> None:
     print("\n".join(machine_facts()))
     print(f"- ray {ray.__version__}; local cluster: 2 CPUs, 127.0.0.1, no dashboard; worker actors: 1 CPU and "
           f"1 torch thread each; model efficientnet_lite0, CPU, batch 2, smoothing 0.25 s, x264 veryfast crf 23")  # fmt: skip
-    print(f"- clips cut from cat_and_coffee.mp4, {size[0]}x{size[1]}, 30 fps; {opts.rounds} interleaved rounds, medians\n")
+    print(
+        f"- clips cut from cat_and_coffee.mp4, {size[0]}x{size[1]}, 30 fps; {opts.rounds} interleaved rounds, medians\n"
+    )
 
     # 1. start-up
     startups, shutdowns = [], []
@@ -167,8 +169,10 @@ def main() -> None:
         print(f"Overhead: {opts.tiny} clips of 2 frames each (the work is nearly nothing)\n")
         print(markdown_table(["run", "wall s", "min-max"], [[n, fmt(median(w)), f"{fmt(min(w))}-{fmt(max(w))}"]
                                                              for n, w in tiny_walls.items()]))  # fmt: skip
-        print(f"\n- Ray's overhead: {fmt(on_ray - local)} s per run, {fmt((on_ray - local) / opts.tiny * 1000, 0)} ms "
-              f"per video (both include their model loads: one locally, one per worker actor on Ray)\n")
+        print(
+            f"\n- Ray's overhead: {fmt(on_ray - local)} s per run, {fmt((on_ray - local) / opts.tiny * 1000, 0)} ms "
+            f"per video (both include their model loads: one locally, one per worker actor on Ray)\n"
+        )
 
         # 4. long clip
         long_runs = {"whole (--segment-seconds 0)": ["--segment-seconds", "0"],
@@ -178,16 +182,22 @@ def main() -> None:
         for r in range(opts.rounds):
             for name, extra in long_runs.items():
                 say(f"round {r + 1}: long clip {name}")
-                long_walls[name].append(annotate([str(long), "-o", str(out / "long.cam.mp4"), "--ray", address, *extra]))
+                long_walls[name].append(
+                    annotate([str(long), "-o", str(out / "long.cam.mp4"), "--ray", address, *extra])
+                )
         whole = median(long_walls["whole (--segment-seconds 0)"])
-        print(f"One long clip: {opts.long_seconds:g} s, {n_long} frames, a keyframe every second, AAC audio; "
-              "--ray with 2 workers\n")
+        print(
+            f"One long clip: {opts.long_seconds:g} s, {n_long} frames, a keyframe every second, AAC audio; "
+            "--ray with 2 workers\n"
+        )
         print(markdown_table(["run", "wall s", "min-max", "frames/s", "speed vs whole"],
                              [[n, fmt(median(w)), f"{fmt(min(w))}-{fmt(max(w))}", fmt(n_long / median(w)),
                                f"{whole / median(w):.2f}x"] for n, w in long_walls.items()]))  # fmt: skip
     steal = steal_percent(steal0, cpu_times())
-    print(f"\n- CPU steal during the runs: {fmt(steal) if steal is not None else 'n/a'} %; "
-          f"load average at the end: {' / '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(
+        f"\n- CPU steal during the runs: {fmt(steal) if steal is not None else 'n/a'} %; "
+        f"load average at the end: {' / '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -186,7 +186,9 @@ def test_folder_on_ray_equals_local_annotate(cluster, one_thread, tmp_path: Path
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == names
     for k in range(3):
         ours, ref = tmp_path / "ray" / f"clip{k}.cam.mp4", tmp_path / "local" / f"clip{k}.cam.mp4"
-        assert (tmp_path / "ray" / f"clip{k}.jsonl").read_bytes() == (tmp_path / "local" / f"clip{k}.jsonl").read_bytes()
+        assert (tmp_path / "ray" / f"clip{k}.jsonl").read_bytes() == (
+            tmp_path / "local" / f"clip{k}.jsonl"
+        ).read_bytes()
         assert np.array_equal(frames_of(ours), frames_of(ref))
         assert_whole(ours, folder / f"clip{k}.mp4")
     records = [json.loads(line) for line in manifest.read_text().splitlines()]

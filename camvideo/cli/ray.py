@@ -25,10 +25,15 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
                        help="run on a Ray cluster. ADDRESS: none (the cluster RAY_ADDRESS names, else a new local "
                        "one on 127.0.0.1), local, auto (the cluster this machine joined with `ray start`), "
                        "ray://HOST:10001 (Ray Client) or HOST:6379 (the head's GCS)")  # fmt: skip
-    group.add_argument("--ray-workers", type=_positive_int, metavar="N",
-                       help="worker actors, each holding the model [one per GPU, else one per CPU]")
-    group.add_argument("--ray-dashboard", action="store_true",
-                       help="start Ray's dashboard (on 127.0.0.1) with the local cluster [off]")
+    group.add_argument(
+        "--ray-workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker actors, each holding the model [one per GPU, else one per CPU]",
+    )
+    group.add_argument(
+        "--ray-dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1) with the local cluster [off]"
+    )
     group.add_argument("--segment-seconds", type=_nonneg_float, default=120.0, metavar="S",
                        help="with --ray, cut videos longer than S seconds at keyframes and annotate the pieces "
                        "in parallel; 0: never [%(default)s]")  # fmt: skip

@@ -166,7 +166,9 @@ def annotate_on_ray(
 
     try:
         # 1. Plan every video (cheap tasks, no CPU reserved): bad inputs end here.
-        plans = {plan_task.remote(s.job, settings.overwrite, segment_seconds, warmup, batch): s for s in states.values()}
+        plans = {
+            plan_task.remote(s.job, settings.overwrite, segment_seconds, warmup, batch): s for s in states.values()
+        }
         work: collections.deque = collections.deque()
         while plans:
             ready, _ = ray.wait(list(plans), num_returns=len(plans), timeout=_WAIT)
@@ -244,7 +246,9 @@ def annotate_on_ray(
                     continue
                 if len(state.parts) == len(state.plan["segments"]):
                     plan = state.plan
-                    joins[join_task.remote(state.job, len(plan["segments"]), plan["time_base"], plan["has_audio"])] = key
+                    joins[join_task.remote(state.job, len(plan["segments"]), plan["time_base"], plan["has_audio"])] = (
+                        key
+                    )
     except BaseException:
         # Ctrl-C, a model that does not load, the driver stopped early: nothing runs on.
         _stop(ray, actors, list(calls) + list(joins))

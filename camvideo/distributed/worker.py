@@ -110,6 +110,7 @@ def remove_leftovers(targets: list[Path]) -> int:
 
 def segment_paths(video: VideoJob, index: int) -> dict[str, Path | None]:
     """Where segment ``index`` of ``video`` writes: hidden files beside the outputs."""
+
     def part(target: Path | None, suffix: str) -> Path | None:
         return None if target is None else target.with_name(f".{target.name}.segment-{index:05d}{suffix}")
 
