@@ -1,6 +1,6 @@
 """Engine cost per CAM method: forward-only vs forward + map, on real frames of the sample.
 
-For each method, with the default model (``Explainer()`` = EfficientNet-Lite0), on frames
+For each method and model (``--models``: the default EfficientNet-Lite0, ViT-B/16, Swin-T), on frames
 of ``sample_videos/big_buck_bunny.mp4`` (1280x720 -> model input 224x398), at batch 1
 and batch 8:
 
@@ -24,24 +24,26 @@ Score-CAM runs K = 1280 masked forwards per frame (one per channel of the target
 64 at a time), so it is measured separately on one frame at batch 1 only, and by default
 on 128 of the 1280 masked forwards, scaled x10 (``--scorecam-full`` runs them all: minutes).
 
-    python benchmarks/bench_engine.py [--repeat N] [--threads T] [--methods cam,gradcam]
+    python benchmarks/bench_engine.py [--models efficientnet_lite0,vit_b_16,swin_t] [--repeat N] [--threads T]
+                                      [--methods cam,gradcam]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from _common import SAMPLES, fmt, machine_facts, markdown_table, median, run_in_thread, say  # noqa: E402
 
 FAST_METHODS = ("cam", "gradcam", "hirescam", "gradcam++", "layercam", "eigencam")
+# the default model, then a ViT and a Swin (issue 13): ViT-B/16 at its fixed 224x224, Swin-T aspect kept
+MODELS = ("efficientnet_lite0", "vit_b_16", "swin_t")
 TARGETS = {"cam": 1.05, "gradcam": 2.5}  # forward + map <= target x forward (the issue)
 FRAMES_PER_REP = 8
 
@@ -152,27 +154,61 @@ def run_scorecam(ex, single: list[torch.Tensor], sync, channels: int | None) -> 
     return median(fwd_times), median(map_times)
 
 
+def make_explainer(name: str, device: str):
+    """The named model with its weights when they load offline; else the same architecture
+    with random weights (the timings do not depend on the weight values)."""
+    from camvideo import Explainer
+    from camvideo.engine import load_model
+    from camvideo.errors import ModelError
+
+    try:
+        return Explainer(name, method="gradcam", device=device), "trained weights"
+    except ModelError:
+        spec = load_model(name, pretrained=False)
+        ex = Explainer(spec.model, method="gradcam", device=device, class_names=spec.class_names, input_size=spec.input_size,
+                       mean=spec.mean, std=spec.std)  # fmt: skip
+        ex.spec.name = spec.name
+        return ex, "random weights (no download here; speed does not depend on them)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=SAMPLES / "big_buck_bunny.mp4")
+    parser.add_argument("--models", default=",".join(MODELS), help="registry names, comma-separated [%(default)s]")
     parser.add_argument("--repeat", type=int, default=7, help="interleaved repetitions per method and batch [%(default)s]")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads [torch's default]")
-    parser.add_argument("--methods", default=",".join(FAST_METHODS), help="comma-separated [%(default)s]")
+    parser.add_argument("--methods", default=",".join(FAST_METHODS + ("rollout",)),
+                        help="comma-separated; a method a model refuses (cam on a ViT, rollout on a CNN) is "
+                        "listed as refused [%(default)s]")  # fmt: skip
     parser.add_argument("--batches", default="1,8", help="batch sizes, comma-separated [%(default)s]")
-    parser.add_argument("--scorecam-frames", type=int, default=1, help="frames for Score-CAM, batch 1; 0 skips it [%(default)s]")
+    parser.add_argument("--scorecam-frames", type=int, default=1,
+                        help="frames for Score-CAM, batch 1, first model only; 0 skips it [%(default)s]")  # fmt: skip
     parser.add_argument("--scorecam-full", action="store_true",
                         help="run all 1280 masked forwards per frame instead of 128 scaled up (minutes per frame)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda [%(default)s]")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    from camvideo import Explainer
-
-    say("loading the model and decoding frames ...")
-    ex = Explainer(device=args.device)
-    sync = torch.cuda.synchronize if ex.device.type == "cuda" else (lambda: None)
+    say("decoding frames ...")
     images = load_frames(args.video, 2 * FRAMES_PER_REP)
+    verdicts = []
+    for i, name in enumerate(m.strip() for m in args.models.split(",") if m.strip()):
+        verdicts += bench_model(args, name, images, scorecam=i == 0 and args.scorecam_frames > 0)
+    failed = [v for v in verdicts if v[3] > v[4]]
+    summary = "all PASS" if not failed else "FAIL: " + ", ".join(
+        f"{n} {m} batch {b} {r:.2f}x > {t}x" for n, m, b, r, t in failed
+    )
+    print(f"Targets (forward + map time / forward time): cam <= 1.05x, gradcam <= 2.5x -> {summary}")
+    return 0
+
+
+def bench_model(args: argparse.Namespace, name: str, images: np.ndarray, scorecam: bool) -> list[tuple]:
+    """Time one model over every method; print its table; return its (model, method, batch, ratio, target)."""
+    from camvideo.errors import ModelError
+
+    say(f"loading {name} ...")
+    ex, weights = make_explainer(name, args.device)
+    sync = torch.cuda.synchronize if ex.device.type == "cuda" else (lambda: None)
     x_all = ex.preprocess(images)  # (16, 3, h, w): preprocessing stays out of the timings
     h, w = x_all.shape[-2:]
     batch_sizes = [int(b) for b in args.batches.split(",")]
@@ -180,20 +216,24 @@ def main() -> int:
     rows, verdicts = [], []
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for method in methods:
-        ex.set_method(method)
+        try:
+            ex.set_method(method)
+        except ModelError as err:
+            rows.append([method, "-", "-", "-", "-", "-", f"refused: {str(err).split(';')[0]}"])
+            continue
         for bs in batch_sizes:
-            say(f"{method}, batch {bs} ...")
+            say(f"{name}: {method}, batch {bs} ...")
             batches = [x_all[i : i + bs].contiguous(memory_format=torch.channels_last) for i in range(0, FRAMES_PER_REP, bs)]
             r = run_in_thread(lambda: run_method(ex, batches, args.repeat, sync), args.threads)
             target = TARGETS.get(method)
             verdict = ""
             if target is not None:
                 verdict = f"{'PASS' if r['ratio'] <= target else 'FAIL'} (<= {target}x)"
-                verdicts.append((method, bs, r["ratio"], target))
+                verdicts.append((name, method, bs, r["ratio"], target))
             rows.append([method, bs, fmt(r["fwd_fps"]), fmt(r["map_fps"]), f"{r['ratio']:.2f}x",
                          f"{r['spread'][0]:.2f}-{r['spread'][1]:.2f}", verdict or "-"])  # fmt: skip
 
-    if args.scorecam_frames > 0:
+    if scorecam:
         say(f"scorecam, batch 1, {args.scorecam_frames} frame(s) (1280 masked forwards each) ...")
         ex.set_method("scorecam")
         single = [x_all[i : i + 1].contiguous(memory_format=torch.channels_last) for i in range(args.scorecam_frames)]
@@ -204,13 +244,14 @@ def main() -> int:
                      f"- ({args.scorecam_frames} frame, {how})"])  # fmt: skip
     ex.close()
 
-    print(f"### Engine: forward only vs forward + map ({args.video.name}, {images.shape[2]}x{images.shape[1]} -> model input {h}x{w})")
+    print(f"### Engine: forward only vs forward + map, {ex.spec.name} ({args.video.name}, "
+          f"{images.shape[2]}x{images.shape[1]} -> model input {h}x{w})")  # fmt: skip
     print()
     for line in machine_facts():
         print(line)
-    print(f"- model: {ex.spec.name}, target layer `{ex.target_layer}`, {ex.device.type}, fp32, torch threads "
-          f"{args.threads or torch.get_num_threads()} in a worker thread; {args.repeat} interleaved repetitions of "
-          f"{FRAMES_PER_REP} frames per row (batch 1: 8 calls; batch 8: 1 call)")  # fmt: skip
+    print(f"- model: {ex.spec.name} ({weights}), target layer `{ex.target_layer}` ({ex.report.layout.describe()}), "
+          f"{ex.device.type}, fp32, torch threads {args.threads or torch.get_num_threads()} in a worker thread; "
+          f"{args.repeat} interleaved repetitions of {FRAMES_PER_REP} frames per row (batch 1: 8 calls; batch 8: 1 call)")  # fmt: skip
     print()
     print(markdown_table(
         ["method", "batch", "forward only (frames/s)", "forward + map (frames/s)", "ratio (map / fwd time)",
@@ -218,7 +259,7 @@ def main() -> int:
         rows,
     ))  # fmt: skip
     print()
-    if args.scorecam_frames > 0:
+    if scorecam:
         scaled = "" if args.scorecam_full else (
             "; to stay within minutes, only 128 of the 1280 masked forwards ran (2 calls of 64) and their time was "
             "scaled x10 (the calls are identical; `--scorecam-full` runs them all)")
@@ -226,10 +267,7 @@ def main() -> int:
               f"forward call), so it ran on {args.scorecam_frames} frame(s) at batch 1 only{scaled}; its forward-only "
               "figure is the median of 6 forwards of the same frame around it.")  # fmt: skip
         print()
-    failed = [v for v in verdicts if v[2] > v[3]]
-    summary = "all PASS" if not failed else "FAIL: " + ", ".join(f"{m} batch {b} {r:.2f}x > {t}x" for m, b, r, t in failed)
-    print(f"Targets (forward + map time / forward time): cam <= 1.05x, gradcam <= 2.5x -> {summary}")
-    return 0
+    return verdicts
 
 
 if __name__ == "__main__":

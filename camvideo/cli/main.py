@@ -26,11 +26,15 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def _model_options(parser: argparse.ArgumentParser, batches: bool = True) -> None:
     """The model's options; ``batches``: the batch size too (annotate only: live explains one frame at a time)."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default=defaults.DEFAULT_MODEL, help="model name (see `camvideo models`) [%(default)s]")
+    group.add_argument("--model", default=defaults.DEFAULT_MODEL, help="model name (see `camvideo models`): efficientnet_lite0/1/2, a torchvision classifier "
+                       "(resnet50, vit_b_16, swin_t, ...) or timm:NAME [%(default)s]")  # fmt: skip
     group.add_argument("--weights", metavar="PATH", help="local state dict for the model (loaded with weights_only=True)")
-    group.add_argument("--layer", metavar="NAME", help="dotted name of the layer to explain [auto: last spatial layer]")
+    group.add_argument("--layer", metavar="NAME",
+                       help="dotted name of the layer to explain [auto: the last spatial layer; on a ViT whose head "
+                       "reads the class token, the last block's first norm (encoder.layers[-1].ln_1, timm "
+                       "blocks[-1].norm1)]")  # fmt: skip
     group.add_argument("--method", default=defaults.DEFAULT_METHOD, type=_method, choices=METHOD_NAMES,
-                       help="CAM method [%(default)s]")  # fmt: skip
+                       help="CAM method; rollout: attention rollout, for ViTs [%(default)s]")  # fmt: skip
     group.add_argument("--target", default="top1", help="top1, topK, a class index or a class name [%(default)s]")
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N [%(default)s]")
     group.add_argument("--precision", default="fp32", choices=PRECISIONS, help="model precision [%(default)s]")
