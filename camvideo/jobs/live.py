@@ -10,7 +10,8 @@ With ``every=1`` every frame is explained before it is shown (the display runs a
 model's rate). With ``every=N>1`` the model runs in its own thread on every Nth frame,
 the newest one when it is busy, and every frame is drawn at once with the last model
 output, smoothing going on per frame: the display keeps the camera's rate on a slow
-CPU and the map follows a few frames behind. The model thread is the only one that
+CPU and the map follows a few frames behind. ``every=0`` (auto, the default) picks
+between the two, and N, from the measured model time (:mod:`camvideo.jobs.pacing`). The model thread is the only one that
 touches the :class:`~camvideo.engine.Explainer`.
 
 All threads come from :mod:`camvideo.pipeline`; this module only wires them. Settings
@@ -118,7 +119,9 @@ class LiveSession:
         self._recorder: _Recording | None = None
         self._stopping = False
         self._threads_before: int | None = None  # torch CPU threads before a background model limited them
-        self._auto: EveryAuto | None = None  # options.every == 0: the interval follows the measured times
+        #: --every auto (options.every == 0): the measured times and the interval they call for; else None
+        #: ``every=0`` (auto): the measured times and the interval they call for; else None
+        self.pacing: EveryAuto | None = None
         self._task: Task[None] = Task(self._main, "camvideo-live")
 
     # -- control (GUI thread) -------------------------------------------------------------------
@@ -260,8 +263,8 @@ class LiveSession:
         except ModelError as err:  # a saved class that this model does not have: top-1, and say so
             self.notice = f"{err}; showing the top-1 class"
             options = self.options = dataclasses.replace(options, target="top1")
-        self._auto = EveryAuto() if options.every == 0 else None
-        every = self._auto.every if self._auto is not None else options.every
+        self.pacing = EveryAuto() if options.every == 0 else None
+        every = self.pacing.every if self.pacing is not None else options.every
         self.annotator = LiveAnnotator(self.explainer, self._renderer(options), TemporalSmoother(options.smooth),
                                         target_of(options.target), every=every)  # fmt: skip
         self._applied = options
@@ -315,8 +318,8 @@ class LiveSession:
             except ModelError as err:
                 self.notice = str(err)
         if new.every != old.every:
-            self._auto = EveryAuto(start=max(ann.every, 1)) if new.every == 0 else None
-            self._set_every(self._auto.every if self._auto is not None else new.every)
+            self.pacing = EveryAuto(start=max(ann.every, 1)) if new.every == 0 else None
+            self._set_every(self.pacing.every if self.pacing is not None else new.every)
         if (new.smooth, new.target) != (old.smooth, old.target):
             ann.reset()  # the held map is for the old target; the smoother's state too
 
@@ -331,7 +334,7 @@ class LiveSession:
 
     def _timed(self, job: Callable[[], object], frames: int = 1) -> Callable[[], object]:
         """``job`` reporting its time to --every auto (it runs in the model thread)."""
-        auto = self._auto
+        auto = self.pacing
         if auto is None:
             return job
 
@@ -351,9 +354,9 @@ class LiveSession:
         self._apply_settings()
         ann, worker = self.annotator, self._worker
         assert ann is not None and worker is not None
-        if self._auto is not None:
-            self._auto.frames([f.time for f in frames])
-            self._set_every(self._auto.choice())
+        if self.pacing is not None:
+            self.pacing.frames([f.time for f in frames])
+            self._set_every(self.pacing.choice())
         if ann.every <= 1:
             return self._model_call(self._timed(partial(ann, frames), len(frames)))  # type: ignore[return-value]
         if worker.error is not None:
@@ -395,7 +398,7 @@ class LiveSession:
             recording=recorder.path if recorder is not None else None,
             recorded=recorder.frames if recorder is not None else 0,
             every=self.annotator.every if self.annotator is not None else 1,
-            every_auto=self._auto is not None,
+            every_auto=self.pacing is not None,
         )
 
 

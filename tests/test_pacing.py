@@ -1,0 +1,77 @@
+"""``--every auto``: the model interval picked from measured times (camvideo.jobs.pacing),
+its formula against hand-computed values and in a real live session with a model made slow
+on purpose (its time has a floor: the added sleep; never a ceiling)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from camvideo.cli import build_parser
+from camvideo.jobs import LiveOptions, LiveSession
+from camvideo.jobs.pacing import SETTLE_RUNS, EveryAuto, auto_every
+from tests.live_helpers import CATS, tiny_explainer
+
+
+def test_auto_every_formula() -> None:
+    frame = 1 / 30
+    assert auto_every(0.005, frame) == 1  # a GPU: every frame, in step
+    assert auto_every(0.5 * frame, frame) == 1  # the boundary: at most half a frame interval
+    assert auto_every(0.51 * frame, frame) == 2
+    assert auto_every(0.250, frame) == math.ceil(1.25 * 0.250 * 30) == 10  # 250 ms on a CPU core at 30 fps
+    assert auto_every(0.100, 1 / 25) == math.ceil(1.25 * 0.100 * 25) == 4
+
+
+def test_every_auto_follows_measurements_and_settles() -> None:
+    auto = EveryAuto()
+    assert auto.choice() == 2  # nothing measured yet: the start value
+    auto.frames([i / 30 for i in range(10)])
+    assert auto.frame_seconds == pytest.approx(1 / 30)
+    auto.model(0.250)
+    assert auto.choice() == 10  # far from 2: at once
+    for _ in range(SETTLE_RUNS - 1):
+        auto.model(0.300)  # EMA 0.25 -> ~0.28: 11 wanted, a small change waits for the runs to settle
+        assert auto.choice() == 10
+    auto.model(0.300)
+    assert auto.choice() == math.ceil(1.25 * auto.model_seconds * 30) == 11
+    auto.frames([5.0, 5.0 + 1 / 30])  # a jump of seconds (a loop, a pause) is not an interval
+    assert auto.frame_seconds == pytest.approx(1 / 30)
+    fast = EveryAuto()
+    fast.frames([0, 1 / 30])
+    fast.model(0.004, frames=2)  # one in-step batch of two frames
+    assert fast.choice() == 1
+
+
+def test_cli_every_auto_is_the_live_default() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["live"]).every == 0 == LiveOptions().every
+    assert parser.parse_args(["live", "--every", "auto"]).every == 0
+    assert parser.parse_args(["live", "--every", "3"]).every == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["live", "--every", "0"])
+
+
+@pytest.mark.timeout(120)
+def test_live_session_picks_the_interval_from_a_slow_model() -> None:
+    """A model that takes at least 0.2 s on a 30 fps clip: auto runs it in the background, on
+    frames far enough apart that it is busy at most 80 % of the time, and shows the frames
+    between. (N counts the frames the render thread gets; on a busy machine some are dropped
+    before it, so N x the measured interval, not N alone, is what the model time bounds.)"""
+    session = LiveSession(str(CATS), LiveOptions(every=0, smooth=0.25), explainer=tiny_explainer(delay=0.2)).start()
+    try:
+        assert session.display.get(60.0) is not None, f"no frame: {session.state} {session.error!r}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and session.stats().model_runs < 8:
+            session.display.get(0.5)
+        stats, pacing = session.stats(), session.pacing
+    finally:
+        assert session.stop(2.0)
+    assert stats.every_auto and stats.model_runs >= 8 and pacing is not None
+    assert pacing.model_seconds >= 0.2 * 0.99 and 1 / 30 * 0.99 <= pacing.frame_seconds < 1.0
+    # the interval the measurements call for, or the last one while a small change settles
+    want = auto_every(pacing.model_seconds, pacing.frame_seconds)
+    assert stats.every == pacing.every and (stats.every == want or abs(stats.every - want) * 2 <= want)
+    assert stats.every >= 2 and stats.every * pacing.frame_seconds >= 0.2 * 0.99  # never more runs than fit
+    assert stats.frames_shown > 2 * stats.model_runs  # the display is not tied to the model
