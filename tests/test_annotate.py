@@ -257,3 +257,45 @@ def test_jobs_annotate_a_folder_at_once_with_the_same_results(tmp_path: Path, ca
     # The clips' answers differ, so a video given another's results would have been caught.
     boxes = [[json.loads(line)["box"] for line in (outs["1"] / f"clip{k}.jsonl").read_text().splitlines()] for k in range(3)]
     assert boxes[0] != boxes[1] != boxes[2] != boxes[0]
+
+
+def _records_of(folder: Path, stem: str) -> tuple[bytes, dict[str, np.ndarray]]:
+    with np.load(folder / f"{stem}.npz") as npz:
+        return (folder / f"{stem}.jsonl").read_bytes(), {k: npz[k] for k in npz.files}
+
+
+def _assert_same_records(a: tuple[bytes, dict], b: tuple[bytes, dict]) -> None:
+    assert a[0] == b[0]  # the JSONL records, byte for byte: classes, scores, top-5, boxes, times
+    assert a[1].keys() == b[1].keys()
+    for key in a[1]:
+        np.testing.assert_array_equal(a[1][key], b[1][key])
+
+
+def test_no_video_writes_the_records_of_a_normal_run_and_no_video(bunny_run, tmp_path: Path) -> None:
+    """Issue 11: `annotate --no-video` skips the overlay and the encoder, and its records are
+    those of a normal run: the 720p bunny (smoothing off, as the module's run) and the cat
+    clip with the default smoothing (its bounds path), each against a normal run."""
+    code, folder = bunny_run
+    assert code == 0
+    out = tmp_path / "bunny"
+    out.mkdir()
+    assert main(["annotate", str(BUNNY), "--quiet", "--smooth", "0", "--no-video", "--jsonl", str(out / "b.jsonl"),
+                 "--maps", str(out / "b.npz")]) == 0  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["b.jsonl", "b.npz"]
+    _assert_same_records(_records_of(out, "b"), _records_of(folder, "b"))
+    assert any(json.loads(line)["box"] for line in (out / "b.jsonl").read_text().splitlines())
+
+    for name, extra in (("video", ["-o", str(tmp_path / "c.mp4")]), ("none", ["--no-video"])):
+        (tmp_path / name).mkdir()
+        assert main(["annotate", str(CATS), "--quiet", "--jsonl", str(tmp_path / name / "c.jsonl"),
+                     "--maps", str(tmp_path / name / "c.npz"), *extra]) == 0  # fmt: skip
+    _assert_same_records(_records_of(tmp_path / "none", "c"), _records_of(tmp_path / "video", "c"))
+    assert (tmp_path / "c.mp4").is_file() and not list((tmp_path / "none").glob("*.mp4"))
+
+
+def test_no_video_without_records_or_with_a_video_path_is_a_usage_error(tmp_path: Path) -> None:
+    assert "--jsonl" in one_line_error(run_cli("annotate", str(CATS), "--no-video", cwd=tmp_path))
+    msg = one_line_error(run_cli("annotate", str(CATS), "--no-video", "--jsonl", "a.jsonl", "-o", "a.mp4", cwd=tmp_path))
+    assert "-o" in msg
+    assert run_cli("annotate", str(CATS), "--no-video", cwd=tmp_path).returncode == 2
+    assert list(tmp_path.iterdir()) == []

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     out = annotate.add_argument_group("output")
     out.add_argument("--jsonl", metavar="PATH", help="per-frame records (a folder when there are several inputs)")
     out.add_argument("--maps", metavar="PATH.npz", help="raw maps, float16 (a folder when there are several inputs)")
+    out.add_argument("--no-video", action="store_true",
+                     help="write no annotated video, only the records (--jsonl and/or --maps): decode + model "
+                     "speed, for analysing hours of video")  # fmt: skip
     out.add_argument("--report", nargs="?", const=True, metavar="PATH.png",
                      help="one PNG per video: the top classes' probabilities over time, where the heat is (its "
                      "centre, x and y) and thumbnails of the overlay; alone: NAME.cam.report.png beside each video "
@@ -265,9 +268,19 @@ def _annotate(args: argparse.Namespace) -> int:
     from ..sources import FileSource, find_videos, sample_video
 
     inputs = find_videos(args.inputs) if args.inputs else [sample_video()]
-    outputs = plan_outputs(inputs, args.output, ".cam.mp4", Path.cwd())
+    if args.no_video:
+        if args.output is not None or args.report:
+            raise OutputError("--no-video writes no video: leave out -o/--output and --report")
+        if not (args.jsonl or args.maps):
+            raise OutputError("--no-video needs --jsonl and/or --maps (the records are its only output)")
+        if getattr(args, "ray", None) is not None:
+            raise OutputError("--no-video does not run on --ray yet; run it locally")
+        outputs: list[Path | None] = [None] * len(inputs)
+    else:
+        outputs = list(plan_outputs(inputs, args.output, ".cam.mp4", Path.cwd()))
     for path in outputs:
-        container_format(path)
+        if path is not None:
+            container_format(path)
     jsonls = plan_outputs(inputs, args.jsonl, ".jsonl", Path.cwd()) if args.jsonl else [None] * len(inputs)
     maps = plan_outputs(inputs, args.maps, ".npz", Path.cwd()) if args.maps else [None] * len(inputs)
     if args.report is True:  # --report alone: beside each video
@@ -316,7 +329,7 @@ def _annotate(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         if isinstance(outcome, KeyboardInterrupt):
-            print(f"camvideo: interrupted; {video.output} not written", file=sys.stderr)
+            print(f"camvideo: interrupted; {video.output or video.jsonl or video.maps} not written", file=sys.stderr)
             interrupted = True
         elif isinstance(outcome, BaseException):
             # One video's failure (a bad file, a stall, even a bug) must not cost the others
@@ -328,7 +341,8 @@ def _annotate(args: argparse.Namespace) -> int:
             print(f"camvideo: error: {message}", file=sys.stderr)
         elif outcome.interrupted:
             frames = outcome.stats.frames_written
-            print(f"camvideo: interrupted; {video.output} keeps the {frames} frames done", file=sys.stderr)
+            print(f"camvideo: interrupted; {video.output or video.jsonl or video.maps} keeps the {frames} frames done",
+                  file=sys.stderr)  # fmt: skip
             interrupted = True
         elif not args.quiet:
             print(describe(outcome))

@@ -76,7 +76,7 @@ class VideoJob:
     """One video of a run and where its outputs go."""
 
     input: Path
-    output: Path
+    output: Path | None  # None: no video (--no-video), the records only
     jsonl: Path | None = None
     maps: Path | None = None
     report: Path | None = None  # the PNG picture of the whole video (ReportWriter)
@@ -85,7 +85,7 @@ class VideoJob:
 @dataclass
 class AnnotateReport:
     input: Path
-    output: Path
+    output: Path | None
     stats: PipelineStats
     frames_lost: int = 0
     interrupted: bool = False
@@ -107,7 +107,7 @@ def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
 
 def annotate_video(
     input_path: Path,
-    output: Path,
+    output: Path | None,
     explainer: Explainer,
     renderer: Renderer,
     settings: AnnotateSettings,
@@ -123,7 +123,8 @@ def annotate_video(
     file is left behind; on Ctrl-C the outputs keep the frames done so far.
 
     ``context`` comes from :func:`~camvideo.pipeline.run_jobs` when several videos share
-    the explainer (see :func:`annotate_many`)."""
+    the explainer (see :func:`annotate_many`). ``output`` None writes no video (``--no-video``):
+    the records only, and no overlay is drawn unless a ``report`` wants its pictures."""
     outputs = [path for path in (output, jsonl, maps, report) if path is not None]
     for path in outputs:
         check_output(input_path, path, settings.overwrite)
@@ -137,13 +138,17 @@ def annotate_video(
             explainer, renderer, TemporalSmoother(settings.smooth), settings.target,
             keep_maps=maps is not None or report is not None,  # the report locates the heat on the raw map
             static_batch=batch_size if settings.static_batch else None,
+            draw=output is not None or report is not None,
         )
         # Each writer aborts (nothing left behind) if the block ends with an error.
-        sink = outputs.enter_context(
-            Mp4Sink(output, source.info, audio=input_path if source.info.has_audio else None,
-                    crf=settings.crf, preset=settings.preset, encoder=settings.encoder)  # fmt: skip
-        )
-        writers: list[Writer] = [sink]
+        writers: list[Writer] = []
+        sink: Mp4Sink | None = None
+        if output is not None:
+            sink = outputs.enter_context(
+                Mp4Sink(output, source.info, audio=input_path if source.info.has_audio else None,
+                        crf=settings.crf, preset=settings.preset, encoder=settings.encoder)  # fmt: skip
+            )
+            writers.append(sink)
         if jsonl is not None:
             writers.append(outputs.enter_context(JsonlWriter(jsonl, explainer.class_names)))
         if maps is not None:
@@ -173,7 +178,7 @@ def annotate_video(
             raise OutputError(f"{input_path}: no frame could be annotated; nothing written")
         close_together(writers)  # all or nothing: a video whose records fail is removed too
         return AnnotateReport(input_path, output, stats, source.frames_lost, stats.interrupted,
-                              decoder=source.decoder, encoder=sink.encoder or "")  # fmt: skip
+                              decoder=source.decoder, encoder=(sink.encoder or "") if sink is not None else "")  # fmt: skip
 
 
 #: Seconds to wait, after Ctrl-C, for the sink thread to finish the frame it is writing.
@@ -230,4 +235,5 @@ def progress_bar(total: int | None, name: str, enabled: bool, position: int | No
 def describe(report: AnnotateReport) -> str:
     s = report.stats
     codecs = f" [{report.decoder} -> {report.encoder}]" if report.decoder and report.encoder else ""
-    return f"{report.input.name} -> {report.output}: {s.frames_written} frames in {s.wall:.1f} s ({s.fps:.1f} fps){codecs}"
+    target = report.output if report.output is not None else "records only"
+    return f"{report.input.name} -> {target}: {s.frames_written} frames in {s.wall:.1f} s ({s.fps:.1f} fps){codecs}"

@@ -51,6 +51,9 @@ class FrameAnnotator:
     smoother, the class shown follows the smoother's hysteresis. With ``top{k}`` the
     overlay shows the first target's map and the label lists all k classes.
 
+    ``draw=False`` skips the overlay (colormap, blend, box, label): the results carry
+    the same records (classes, scores, box, maps) with ``image`` None.
+
     ``static_batch=B`` pads every shorter batch (a video's last) to B frames with copies
     of its last frame before the model and drops the copies after it, so a compiled
     model (``Explainer(compile=True)``) sees one input shape per video and never
@@ -66,6 +69,7 @@ class FrameAnnotator:
         keep_maps: bool = False,
         every: int = 1,
         static_batch: int | None = None,
+        draw: bool = True,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, not {every}")
@@ -76,6 +80,7 @@ class FrameAnnotator:
         self.renderer = renderer
         self.smoother = smoother if smoother is not None and smoother.enabled else None
         self.keep_maps = keep_maps
+        self.draw = draw  # False: boxes and records only, no overlay images (annotate --no-video)
         self.every = every
         if renderer.class_names is None:
             renderer.class_names = explainer.class_names
@@ -149,7 +154,8 @@ class FrameAnnotator:
         labels = [
             " | ".join(self.renderer.label_text(c, p) for c, p in zip(cs, ps)) for cs, ps in zip(class_rows, score_rows)
         ]
-        rendered = self.renderer.render(images, shown, bounds=bounds, labels=labels, scores=[ps[0] for ps in score_rows])
+        rendered = (self.renderer.render(images, shown, bounds=bounds, labels=labels, scores=[ps[0] for ps in score_rows])
+                    if self.draw else self.renderer.boxes_only(images, shown, bounds))  # fmt: skip
         top5 = out.probabilities.topk(min(5, out.logits.shape[1]), dim=1)
         top_idx, top_p = top5.indices.tolist(), top5.values.tolist()
         raw = maps.float().cpu().numpy() if self.keep_maps else None
@@ -251,7 +257,8 @@ class FrameAnnotator:
             for run, p in zip(runs, positions)
         ]
         labels = [" | ".join(self.renderer.label_text(c, s) for c, s in zip(cs, ss)) for cs, ss in picked]
-        rendered = self.renderer.render(images, shown, bounds=bounds, labels=labels, scores=[ss[0] for _, ss in picked])
+        rendered = (self.renderer.render(images, shown, bounds=bounds, labels=labels, scores=[ss[0] for _, ss in picked])
+                    if self.draw else self.renderer.boxes_only(images, shown, bounds))  # fmt: skip
         results = []
         for i, (frame, run) in enumerate(zip(frames, runs)):
             results.append(

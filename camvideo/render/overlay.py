@@ -241,6 +241,26 @@ class Renderer:
         host = self._downloader(packed.device).download(packed)
         return host[:, :size].reshape(n, height, panel, 3), host[:, size:].reshape(n, height, width)
 
+    def indices(self, maps: torch.Tensor, height: int, width: int, bounds: torch.Tensor | None = None) -> np.ndarray:
+        """The colormap index maps (N, H, W) uint8 of :meth:`overlay`, without the overlay
+        (``annotate --no-video``): the same numbers by the same kernels, so the same boxes."""
+        scaled = normalize_maps(maps, bounds, clamp=bounds is None) * 255.0
+        if self.backend == "opencv" or (self.backend == "auto" and maps.device.type == "cpu"):
+            scaled_host = scaled.cpu().numpy()
+            out = np.empty((len(scaled_host), height, width), np.uint8)
+            for i in range(len(scaled_host)):
+                up = cv2.resize(scaled_host[i], (width, height), interpolation=cv2.INTER_LINEAR)
+                np.clip(up, 0.0, 255.0, out=up)
+                cv2.convertScaleAbs(up, out[i])
+            return out
+        up = F.interpolate(scaled.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+        return up.clamp_(0.0, 255.0).round_().to(torch.uint8).cpu().numpy()
+
+    def boxes_only(self, frames: torch.Tensor, maps: torch.Tensor, bounds: torch.Tensor | None = None) -> Rendered:
+        """The boxes :meth:`render` would give, and no images (``images`` is a list of None)."""
+        indices = self.indices(maps, frames.shape[1], frames.shape[2], bounds)
+        return Rendered(images=[None] * len(indices), boxes=[cam_box_reduced(ix, self.threshold) for ix in indices])
+
     def _overlay_opencv(self, frames: np.ndarray, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n, height, width, _ = frames.shape
         out_width = 2 * width if self.side_by_side else width
