@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtCore import QEvent, QObject, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
     QPushButton, QScrollArea, QSlider, QSpinBox, QVBoxLayout, QWidget,
@@ -39,6 +39,13 @@ class ControlPanel(QScrollArea):
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setMinimumWidth(300)
+        # The wheel scrolls the panel wherever the pointer is, except over the class list:
+        # combo boxes, sliders and spin boxes would otherwise take it and change a setting.
+        listing = self.class_picker.list  # with its viewport and scroll bars (it forwards the wheel to them)
+        self._wheel_own = {listing, *listing.findChildren(QWidget)}
+        for child in column_widget.findChildren(QWidget):
+            if child not in self._wheel_own:
+                child.installEventFilter(self)
         for combo in (self.model_combo, self.method_combo, self.colormap_combo):
             combo.currentIndexChanged.connect(self.changed)
         for check in (self.boxes_check, self.labels_check, self.side_check):
@@ -47,6 +54,13 @@ class ControlPanel(QScrollArea):
         self.smooth_spin.valueChanged.connect(self.changed)
         self.every_spin.valueChanged.connect(self.changed)
         self.class_picker.targetChanged.connect(self.changed)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        """Wheel events over the panel's controls scroll the panel (see __init__)."""
+        if event.type() == QEvent.Type.Wheel and watched not in self._wheel_own:
+            self.verticalScrollBar().event(event)  # the scroll bar reads only the wheel's angle
+            return True
+        return super().eventFilter(watched, event)
 
     def _source_box(self) -> QGroupBox:
         box = QGroupBox("Source")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from PyQt6.QtCore import QCoreApplication, QEvent, QSettings, QStandardPaths, Qt, QTimer
+from PyQt6.QtCore import QCoreApplication, QEvent, QSettings, QSize, QStandardPaths, Qt, QTimer
 from PyQt6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PyQt6.QtWidgets import QFileDialog, QLabel, QMainWindow, QSplitter
 
@@ -165,10 +165,23 @@ class MainWindow(QMainWindow):
         if geometry is not None:
             self.restoreGeometry(geometry)
         else:
-            self.resize(1200, 720)
+            self.resize(self.default_size())
         splitter = self.settings.value("window/splitter")
         if splitter is not None:
             self.splitter.restoreState(splitter)
+
+    def default_size(self) -> QSize:
+        """The first window: tall enough for every control without scrolling (about 880 px),
+        1280 wide, both within the screen's free area less room for the window frame
+        (on a 1600x1000 screen: 1280x880). A smaller screen gets the panel's scroll bar."""
+        column = self.controls.widget().sizeHint().height() + 2 * self.controls.frameWidth()
+        height = max(720, column + self.statusBar().sizeHint().height() + 4)
+        width = 1280
+        screen = self.screen()
+        if screen is not None:
+            free = screen.availableGeometry()
+            width, height = min(width, free.width() - 40), min(height, free.height() - 60)
+        return QSize(width, height)
 
     # -- sources ------------------------------------------------------------------------------------
     def _fill_sources(self) -> None:
