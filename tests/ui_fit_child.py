@@ -13,12 +13,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from live_helpers import tiny_explainer  # noqa: E402
 from PyQt6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
 from PyQt6.QtGui import QWheelEvent  # noqa: E402
 from PyQt6.QtWidgets import QApplication, QGroupBox  # noqa: E402
 
 from camvideo.jobs import LiveOptions  # noqa: E402
-from live_helpers import tiny_explainer  # noqa: E402
 from ui.app import application  # noqa: E402
 from ui.window import AppOptions, MainWindow  # noqa: E402
 
@@ -43,7 +43,7 @@ def wheel(widget, down: bool = True) -> None:
 
 
 def main() -> None:
-    app = application()
+    application()  # the QApplication, before any widget
     with tempfile.TemporaryDirectory() as tmp:
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
         window = MainWindow(AppOptions(source="sample", spec="sample", options=LiveOptions(every=2),
