@@ -39,7 +39,9 @@ DEFAULT_THRESHOLD = 0.2  # the box rule: fraction of the map's maximum (Zhou et 
 DEFAULT_MIN_SCORE = 0.1
 DEFAULT_SMOOTH = 0.25  # seconds
 DEFAULT_CRF = 23
-DEFAULT_PRESET = "veryfast"
+# x264 superfast: ~0.6x veryfast's CPU time per 720p frame for ~1.3x the file at the same
+# crf and PSNR; ultrafast is ~0.35x but 2.6x the file (benchmarks/bench_x264_preset.py, issue 11).
+DEFAULT_PRESET = "superfast"
 
 # Spellings people type for the same method: "grad-cam", "GradCAM", "grad_cam_pp", ...
 _ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}

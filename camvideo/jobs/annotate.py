@@ -19,6 +19,7 @@ from av.codec.hwaccel import hwdevices_available
 
 from ..engine import Explainer, Target
 from ..errors import OutputError
+from ..options import DEFAULT_PRESET
 from ..pipeline import JobContext, Pipeline, PipelineStats, run_jobs
 from ..render import Renderer, TemporalSmoother
 from ..sinks import JsonlWriter, MapsWriter, Mp4Sink, ReportWriter, Writer, close_together
@@ -37,7 +38,7 @@ class AnnotateSettings:
     smooth: float = 0.25  # seconds; 0 turns smoothing off
     batch_size: int | None = None  # frames per model call; None: default_batch_size(device)
     crf: int = 23
-    preset: str = "veryfast"
+    preset: str = DEFAULT_PRESET  # the CLI's, see camvideo.options
     overwrite: bool = False
     stall_timeout: float | None = 300.0
     hwaccel: str | None = None  # hardware decoder device type ("cuda"), None for software
