@@ -288,6 +288,9 @@ def _annotate(args: argparse.Namespace) -> int:
     else:
         reports = plan_outputs(inputs, args.report, ".cam.report.png", Path.cwd()) if args.report else [None] * len(inputs)
     if args.report:
+        for path in reports:
+            if path.suffix.lower() != ".png":
+                raise OutputError(f"{path}: the report is a PNG picture; give a name ending in .png")
         _check_report_extra()
     if len(inputs) == 1:  # a folder run reports each bad file and goes on with the others
         with FileSource(inputs[0]):  # opens the container and decodes the first frame
