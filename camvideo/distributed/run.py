@@ -30,9 +30,7 @@ from .worker import (
     OverlaySpec,
     ProgressBoard,
     WorkDone,
-    join_segments,
     leftovers,
-    plan_video,
     remove_leftovers,
     segment_paths,
     video_targets,
@@ -133,11 +131,8 @@ def annotate_on_ray(
     states = {f"v{i}": _Video(job, f"v{i}") for i, job in enumerate(videos)}
     log = open(manifest, "a", encoding="utf-8") if manifest is not None else None  # noqa: SIM115
     board = ray.remote(num_cpus=0)(ProgressBoard).remote()
-    plan_task = ray.remote(num_cpus=0, max_retries=retries)(plan_video)
-    join_task = ray.remote(num_cpus=0, max_retries=retries)(join_segments)
     actors: list = []
-    calls: dict = {}  # object ref -> (video key, segment or None, actor)
-    joins: dict = {}  # object ref -> video key
+    calls: dict = {}  # object ref -> (what, video key, segment or None, actor)
     attempts: collections.Counter = collections.Counter()  # call key -> starts seen
 
     def finish(state: _Video, outcome: VideoOutcome) -> VideoOutcome:
@@ -164,94 +159,86 @@ def annotate_on_ray(
             elif kind == "frames":
                 notify("frames", state.job, data[0])
 
+    def submit(actor: Any, item: tuple) -> None:
+        what, key, segment = item
+        state = states[key]
+        if what == "plan":
+            ref = actor.plan.remote(state.job, settings.overwrite, segment_seconds, warmup, batch)
+        elif what == "video":
+            ref = actor.annotate.remote(key, state.job, board)
+        elif what == "segment":
+            ref = actor.annotate_segment.remote(f"{key}/{segment.index}", state.job, segment, board)
+            state.running += 1
+        else:  # join
+            plan = state.plan
+            ref = actor.join.remote(state.job, len(plan["segments"]), plan["time_base"], plan["has_audio"])
+        calls[ref] = (what, key, segment, actor)
+
     try:
-        # 1. Plan every video (cheap tasks, no CPU reserved): bad inputs end here.
-        plans = {
-            plan_task.remote(s.job, settings.overwrite, segment_seconds, warmup, batch): s for s in states.values()
-        }
-        work: collections.deque = collections.deque()
-        while plans:
-            ready, _ = ray.wait(list(plans), num_returns=len(plans), timeout=_WAIT)
-            for ref in ready:
-                state = plans.pop(ref)
-                try:
-                    state.plan = ray.get(ref)
-                except ray.exceptions.RayError as err:  # the task could not run at all
-                    state.plan = {"error": f"{state.job.input}: cannot be planned on the cluster ({_one_line(err)})"}
-                if state.plan["error"] is not None:
-                    yield finish(state, VideoOutcome(state.job, error=state.plan["error"]))
-                    continue
-                segments = state.plan["segments"]
-                notify("planned", state.job, state.plan["frames"])
-                work.extend([(state.key, seg) for seg in segments] if segments else [(state.key, None)])
-        if not work:
-            return
-        # 2. The workers: one actor per slot, the model loaded once in each.
-        count = min(workers or worker_slots(resources.get("CPU", 0), resources.get("GPU", 0), use_gpus,
-                                            cpus_per_worker), len(work))  # fmt: skip
+        # 1. The workers: one actor per slot, the model loaded once in each. Planning,
+        # annotating and joining all run on them (a task would start a fresh process).
+        slots = workers or worker_slots(resources.get("CPU", 0), resources.get("GPU", 0), use_gpus, cpus_per_worker)
+        count = max(1, min(slots, len(videos) if segment_seconds <= 0 and not workers else slots))
         options = {"num_gpus": 1} if use_gpus else {"num_cpus": cpus_per_worker}
-        actor_class = ray.remote(max_restarts=retries * len(work), max_task_retries=retries, **options)(AnnotateWorker)
-        actors = [actor_class.remote(model, overlay, settings, None if use_gpus else cpus_per_worker)
-                  for _ in range(count)]  # fmt: skip
+        restarts = retries * (len(videos) + 1)
+        actor_class = ray.remote(max_restarts=restarts, max_task_retries=retries, **options)(AnnotateWorker)
+        actors = [
+            actor_class.remote(model, overlay, settings, None if use_gpus else cpus_per_worker) for _ in range(count)
+        ]
         loaded = ray.get([a.ready.remote() for a in actors])
         errors = sorted({r["error"] for r in loaded if r["error"]})
         if errors:
             raise ModelError(f"the workers cannot load the model: {errors[0]}")
-        # 3. Each free actor takes the next video or segment; Ray retries what a dead one had.
+        # 2. Each free actor takes the next item: plan a video (bad inputs end there), then
+        # annotate it whole or its segments, then join them. Ray retries what a dead one had.
+        work: collections.deque = collections.deque(("plan", key, None) for key in states)
         free = list(actors)
-        while work or calls or joins:
+        while work or calls:
             while work and free:
-                key, segment = work.popleft()
-                actor = free.pop(0)
-                job = states[key].job
-                if segment is None:
-                    ref = actor.annotate.remote(key, job, board)
-                else:
-                    ref = actor.annotate_segment.remote(f"{key}/{segment.index}", job, segment, board)
-                    states[key].running += 1
-                calls[ref] = (key, segment, actor)
-            if work and not free and not calls:  # every actor is out of restarts
-                for key in dict.fromkeys(k for k, _ in work):
+                submit(free.pop(0), work.popleft())
+            if work and not calls:  # every actor is out of restarts
+                for key in dict.fromkeys(k for _, k, _ in work):
                     yield finish(states[key], VideoOutcome(states[key].job, error="no worker left on the cluster"))
                 work.clear()
                 continue
-            ready, _ = ray.wait(list(calls) + list(joins), num_returns=1, timeout=_WAIT)
+            ready, _ = ray.wait(list(calls), num_returns=1, timeout=_WAIT)
             read_board()
             for ref in ready:
-                if ref in joins:
-                    state = states[joins.pop(ref)]
-                    done = _get(ray, ref)
-                    outcome = _video_outcome(state, done)
-                    yield finish(state, outcome)
-                    continue
-                key, segment, actor = calls.pop(ref)
+                what, key, segment, actor = calls.pop(ref)
                 state = states[key]
                 done = _get(ray, ref)
                 if done.extra.get("dead"):
                     actors.remove(actor)  # out of restarts: not given work again
                 else:
                     free.append(actor)
-                if segment is None:
-                    yield finish(state, VideoOutcome(state.job, done.frames, 0.0, [done.node], done.decoder,
-                                                     done.encoder, error=done.error))  # fmt: skip
-                    continue
-                state.running -= 1
-                state.parts.append(done)
-                if done.error is not None and state.error is None:
-                    state.error = done.error  # the video fails; its other segments are dropped
-                    work = collections.deque(w for w in work if w[0] != key)
-                if state.error is not None:
-                    if state.running == 0:
-                        yield finish(state, VideoOutcome(state.job, error=state.error, segments=len(state.parts)))
-                    continue
-                if len(state.parts) == len(state.plan["segments"]):
-                    plan = state.plan
-                    joins[join_task.remote(state.job, len(plan["segments"]), plan["time_base"], plan["has_audio"])] = (
-                        key
-                    )
+                if what == "plan":
+                    state.plan = done.extra.get("plan") or {"error": done.error}
+                    if state.plan.get("error") is not None:
+                        yield finish(state, VideoOutcome(state.job, error=state.plan["error"]))
+                        continue
+                    notify("planned", state.job, state.plan["frames"])
+                    segments = state.plan["segments"]
+                    work.extend([("segment", key, seg) for seg in segments] if segments else [("video", key, None)])
+                elif what == "video":
+                    outcome = VideoOutcome(state.job, done.frames, 0.0, [done.node], done.decoder, done.encoder,
+                                           error=done.error)  # fmt: skip
+                    yield finish(state, outcome)
+                elif what == "join":
+                    yield finish(state, _video_outcome(state, done))
+                else:
+                    state.running -= 1
+                    state.parts.append(done)
+                    if done.error is not None and state.error is None:
+                        state.error = done.error  # the video fails; its other segments are dropped
+                        work = collections.deque(w for w in work if w[1] != key)
+                    if state.error is not None:
+                        if state.running == 0:
+                            yield finish(state, VideoOutcome(state.job, error=state.error, segments=len(state.parts)))
+                    elif len(state.parts) == len(state.plan["segments"]):
+                        work.appendleft(("join", key, None))  # first: a finished video is worth more
     except BaseException:
         # Ctrl-C, a model that does not load, the driver stopped early: nothing runs on.
-        _stop(ray, actors, list(calls) + list(joins))
+        _stop(ray, actors, list(calls))
         for state in states.values():
             if state.outcome is None or not state.outcome.ok:
                 _discard(state)
@@ -272,8 +259,6 @@ def _get(ray: Any, ref: Any) -> WorkDone:
         return WorkDone(error=f"the worker died and Ray's retries ran out ({type(err).__name__})", extra={"dead": True})
     except ray.exceptions.RayError as err:
         return WorkDone(error=f"the task failed on the cluster ({type(err).__name__}: {_one_line(err)})")
-    if isinstance(result, dict):  # a join's answer
-        return WorkDone(frames=result.get("frames", 0), node=result.get("node", ""), error=result.get("error"))
     return result
 
 

@@ -238,6 +238,16 @@ class AnnotateWorker:
             reporter.flush()
         return WorkDone(frames, time.monotonic() - started, self.node, decoder, encoder)
 
+    def plan(self, video: VideoJob, overwrite: bool, segment_seconds: float, warmup: float, batch: int) -> WorkDone:
+        """:func:`plan_video` on this worker (its file system, its codecs)."""
+        plan = plan_video(video, overwrite, segment_seconds, warmup, batch)
+        return WorkDone(node=self.node, error=plan["error"], extra={"plan": plan})
+
+    def join(self, video: VideoJob, count: int, time_base: Fraction, has_audio: bool) -> WorkDone:
+        """:func:`join_segments` on this worker."""
+        result = join_segments(video, count, time_base, has_audio)
+        return WorkDone(result.get("frames", 0), node=result["node"], error=result["error"])
+
 
 def run_segment(
     explainer: Explainer,
