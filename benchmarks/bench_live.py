@@ -7,8 +7,11 @@ is set). Latency is measured where the app measures it: from the frame's capture
 time to the end of the paint that showed it. The first seconds (model warm-up) are
 left out.
 
-    python benchmarks/bench_live.py                      # every=1,2,3, default model
-    python benchmarks/bench_live.py --every 1 2 3 4 --seconds 20
+    python benchmarks/bench_live.py                      # every=1,2,3 and auto, default model
+    python benchmarks/bench_live.py --every 1 2 3 4 auto --seconds 20
+
+``auto`` (``camvideo live``'s default) picks the interval from the measured model time
+(camvideo.jobs.pacing); its row shows the interval it settled on, e.g. ``auto (8)``.
 
 Prints a Markdown table on stdout (progress on stderr).
 """
@@ -89,7 +92,7 @@ def measure(clip: Path, every: int, seconds: float, warmup: float, explainer, se
     captured = after.frames_read - before.frames_read
     dropped = after.dropped - before.dropped
     return {
-        "every": every,
+        "every": f"auto ({after.every})" if every == 0 else every,
         "wall": wall,
         "fps": meter.count / wall,
         "p50": 1000 * (meter.percentile(50) or float("nan")),
@@ -102,9 +105,14 @@ def measure(clip: Path, every: int, seconds: float, warmup: float, explainer, se
     }
 
 
+def _every(text: str) -> int:
+    return 0 if text == "auto" else int(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--every", type=int, nargs="+", default=[1, 2, 3], help="model every N frames [1 2 3]")
+    parser.add_argument("--every", type=_every, nargs="+", default=[1, 2, 3, 0],
+                        help="model every N frames, or auto [1 2 3 auto]")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per setting [15]")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds left out after the first frame [3]")
     parser.add_argument("--model", default="efficientnet_lite0")
@@ -120,8 +128,9 @@ def main() -> int:
         explainer = Explainer(args.model, device="cpu")
         rows = []
         facts = machine_facts()
-        for every in sorted(args.every):  # every=1 first: the background model then limits torch threads
-            say(f"every={every} ...")
+        # every=1 first: the background model then limits torch threads; auto (0) last
+        for every in sorted(args.every, key=lambda n: n or 10**6):
+            say(f"every={every or 'auto'} ...")
             r = measure(clip, every, args.seconds, args.warmup, explainer, Path(tmp) / "settings.ini", args.model_threads)
             ok = r["p95"] <= TARGET_P95_MS and r["fps"] >= TARGET_FPS
             rows.append([

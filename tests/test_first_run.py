@@ -68,7 +68,8 @@ def test_default_sample_figures(first_run: Path) -> None:
     records = [json.loads(line) for line in (first_run / "d.jsonl").read_text().splitlines()]
     area = [(r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]) / (640 * 360) for r in records if r["box"]]
     assert len(records) == 120 and len(area) == 120
-    assert statistics.median(area) < 0.5 and sum(a >= 0.9 for a in area) == 0
+    # the photos cover 51 % (cat, 421x280) and 55 % (cup, 435x290) of the 640x360 frame: the box is the photo
+    assert statistics.median(area) < 0.6 and sum(a >= 0.9 for a in area) == 0
     assert statistics.median(r["score"] for r in records) >= 0.2
     first, second = records[:60], records[66:]  # the cut is at 2 s; smoothing lags a few frames
     assert sum(r["name"] in CAT_NAMES for r in first) >= 55
