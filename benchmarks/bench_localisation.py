@@ -188,6 +188,26 @@ class Preprocessor:
         return (x * self.scale - self.shift).contiguous(memory_format=torch.channels_last)
 
 
+def check_policies(policies: list[str]) -> None:
+    """Where camvideo has the policy (``Explainer(input_policy=...)``, at the model's 224), its
+    input size must be the one benchmarked here."""
+    import inspect
+
+    from camvideo import Explainer
+
+    if "input_policy" not in inspect.signature(Explainer).parameters:
+        say("this camvideo has no input_policy: the policies are prototyped here only")
+        return
+    for p in policies:
+        name = p.rstrip("0123456789")
+        if not p.endswith("224") or name not in ("short", "budget", "square"):
+            continue
+        ex = Explainer(model="efficientnet_lite0", method="cam", device="cpu", input_policy=name)
+        for h, w in FRAME_SIZES.values():
+            assert ex.input_size_for(h, w) == input_size(p, h, w), (p, h, w)
+        ex.close()
+
+
 def score(explainer, prep: Preprocessor, composites: list[Composite], policies: list[str]) -> dict[str, dict]:
     import torch
 
@@ -254,6 +274,7 @@ def main() -> int:
     steal0 = cpu_times()
     explainer = Explainer(model="efficientnet_lite0", method="cam", device="cpu")
     prep = Preprocessor(explainer)
+    check_policies(args.policies)
     composites = make_composites(args.positions)
     say(f"{len(composites)} composites, {len(args.policies)} policies")
     stats = run_in_thread(lambda: score(explainer, prep, composites, args.policies), args.torch_threads)

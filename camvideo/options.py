@@ -43,6 +43,12 @@ DEFAULT_CRF = 23
 # crf and PSNR; ultrafast is ~0.35x but 2.6x the file (benchmarks/bench_x264_preset.py, issue 11).
 DEFAULT_PRESET = "superfast"
 
+# How a frame becomes the model input (Explainer.input_size_for): the short side at the
+# model's size with the aspect kept; about the model's square pixel count with the aspect
+# kept; or squashed to the square. Chosen by benchmarks/bench_localisation.py (issue 11).
+INPUT_POLICIES = ("short", "budget", "square")
+DEFAULT_INPUT_POLICY = "short"
+
 # Spellings people type for the same method: "grad-cam", "GradCAM", "grad_cam_pp", ...
 _ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
 

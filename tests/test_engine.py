@@ -765,3 +765,29 @@ def test_preprocess_keeps_aspect_for_gap_nets_and_squashes_flatten_heads() -> No
     np.testing.assert_allclose(z.double().numpy(), ref_preprocess(one[None], (224, 224)).numpy(), rtol=0, atol=1e-6)
     with pytest.raises(ValueError):
         flat.preprocess(frames.astype(np.float32))
+
+
+def test_input_policies_short_budget_square() -> None:
+    """Issue 11: ``input_policy``: short side at 224 (aspect kept), about 224 x 224 pixels
+    (aspect kept), or the square; the model input really has that size."""
+    frames = frames_for(126, n=1, h=72, w=128)  # 16:9
+    sizes = {}
+    for policy in ("short", "budget", "square"):
+        ex = Explainer(model=make_net(0), method="gradcam", device="cpu", class_names=NAMES, input_policy=policy)
+        sizes[policy] = ex.preprocess(frames).shape[-2:]
+        for h, w in [(720, 1280), (480, 640), (1280, 720), (1080, 1920), (100, 5000)]:
+            ih, iw = ex.input_size_for(h, w)
+            if policy == "square":
+                assert (ih, iw) == (224, 224)
+                continue
+            ratio = min(4.0, max(h, w) / min(h, w))  # MAX_ASPECT caps the kept aspect
+            assert abs(max(ih, iw) / min(ih, iw) - ratio) < 0.01 * ratio  # aspect kept
+            assert (ih <= iw) == (h <= w)
+            if policy == "short":
+                assert min(ih, iw) == 224
+            else:
+                assert abs(ih * iw - 224 * 224) <= 224 + 3 * ratio  # within a row of rounding
+    assert tuple(sizes["short"]) == (224, 398) and tuple(sizes["budget"]) == (168, 299)
+    assert tuple(sizes["square"]) == (224, 224)
+    with pytest.raises(ModelError, match="input size policy"):
+        Explainer(model=make_net(0), method="gradcam", device="cpu", class_names=NAMES, input_policy="tiny")

@@ -20,6 +20,7 @@ class LiveOptions:
     target: str = "top1"
     device: str = "auto"
     precision: str = "fp32"
+    input_size: str = defaults.DEFAULT_INPUT_POLICY  # the model input policy (Explainer input_policy)
     alpha: float = defaults.DEFAULT_ALPHA
     colormap: str = defaults.DEFAULT_COLORMAP
     boxes: bool = True
@@ -35,7 +36,7 @@ class LiveOptions:
 
     def model_key(self) -> tuple:
         """What a new Explainer is needed for (anything else changes on the fly)."""
-        return (self.model, self.weights, self.layer, self.device, self.precision)
+        return (self.model, self.weights, self.layer, self.device, self.precision, self.input_size)
 
     @classmethod
     def from_args(cls, args: object) -> LiveOptions:
