@@ -93,3 +93,12 @@ def test_weights_mismatch_and_pickled_code_are_refused(tmp_path) -> None:
         load_model("resnet18", weights=evil)
     with pytest.raises(ModelError, match="unknown model"):
         load_model("resnet9000")
+
+
+def test_imagenet_class_names_are_torchvisions() -> None:
+    """Issue 11: the bundled names (no torchvision import at start-up) are torchvision's list."""
+    from torchvision.models import ResNet18_Weights
+
+    from camvideo.engine.models import imagenet_class_names
+
+    assert imagenet_class_names() == list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
