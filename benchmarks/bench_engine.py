@@ -181,6 +181,8 @@ def main() -> int:
                         help="comma-separated; a method a model refuses (cam on a ViT, rollout on a CNN) is "
                         "listed as refused [%(default)s]")  # fmt: skip
     parser.add_argument("--batches", default="1,8", help="batch sizes, comma-separated [%(default)s]")
+    parser.add_argument("--frames", type=int, default=FRAMES_PER_REP,
+                        help="frames per repetition (a multiple of every batch size) [%(default)s]")  # fmt: skip
     parser.add_argument("--scorecam-frames", type=int, default=1,
                         help="frames for Score-CAM, batch 1, first model only; 0 skips it [%(default)s]")  # fmt: skip
     parser.add_argument("--scorecam-full", action="store_true",
@@ -190,7 +192,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     say("decoding frames ...")
-    images = load_frames(args.video, 2 * FRAMES_PER_REP)
+    images = load_frames(args.video, 2 * max(args.frames, FRAMES_PER_REP))
     verdicts = []
     for i, name in enumerate(m.strip() for m in args.models.split(",") if m.strip()):
         verdicts += bench_model(args, name, images, scorecam=i == 0 and args.scorecam_frames > 0)
@@ -223,7 +225,7 @@ def bench_model(args: argparse.Namespace, name: str, images: np.ndarray, scoreca
             continue
         for bs in batch_sizes:
             say(f"{name}: {method}, batch {bs} ...")
-            batches = [x_all[i : i + bs].contiguous(memory_format=torch.channels_last) for i in range(0, FRAMES_PER_REP, bs)]
+            batches = [x_all[i : i + bs].contiguous(memory_format=torch.channels_last) for i in range(0, args.frames, bs)]
             r = run_in_thread(lambda: run_method(ex, batches, args.repeat, sync), args.threads)
             target = TARGETS.get(method)
             verdict = ""
@@ -251,7 +253,7 @@ def bench_model(args: argparse.Namespace, name: str, images: np.ndarray, scoreca
         print(line)
     print(f"- model: {ex.spec.name} ({weights}), target layer `{ex.target_layer}` ({ex.report.layout.describe()}), "
           f"{ex.device.type}, fp32, torch threads {args.threads or torch.get_num_threads()} in a worker thread; "
-          f"{args.repeat} interleaved repetitions of {FRAMES_PER_REP} frames per row (batch 1: 8 calls; batch 8: 1 call)")  # fmt: skip
+          f"{args.repeat} interleaved repetitions of {args.frames} frames per row (batch b: {args.frames}/b calls)")  # fmt: skip
     print()
     print(markdown_table(
         ["method", "batch", "forward only (frames/s)", "forward + map (frames/s)", "ratio (map / fwd time)",

@@ -409,3 +409,9 @@ def test_rollout_on_timm_vit_matches_torchvision_style_reference() -> None:
     prefix = net.num_prefix_tokens
     side = math.isqrt(R.shape[0] - prefix)
     assert_maps_close(out.maps, R[0, prefix:].reshape(1, side, side).numpy(), rtol=1e-5)
+
+
+def test_vit_layer_rule_holds_when_built_inside_inference_mode() -> None:
+    with torch.inference_mode():
+        ex = explainer(tiny_vit(seed=12), "gradcam")
+    assert ex.target_layer == "encoder.layers.encoder_layer_2.ln_1"

@@ -268,7 +268,7 @@ def _patch_gradients(
     try:
         for p in trainable:
             p.requires_grad_(False)
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():  # also when built inside inference mode
             logits = model(example.detach().clone().requires_grad_())
             logits = logits[0] if isinstance(logits, (tuple, list)) else logits
             base = features[0] if features else logits
