@@ -7,9 +7,11 @@ Prints Markdown tables:
 1. the local cluster's start-up (ray.init of a 2-CPU cluster on 127.0.0.1, and shutdown);
 2. a folder of clips cut from the cat sample: `annotate --jobs 1`, `--jobs 2` and `--ray`
    (2 workers on the local cluster), in interleaved rounds, as wall time and ratios;
-3. Ray's overhead per video: many 2-frame clips, where the work is nearly nothing, on Ray
-   and with --jobs: (Ray's wall - local wall) / videos;
-4. one long clip on Ray, whole (`--segment-seconds 0`) and in 2 s segments.
+3. Ray's overhead per video: folders of 2 and 10 two-frame clips (nearly no work) with
+   `--jobs 1` and `--ray --ray-workers 1`: the slope of wall time over videos is the cost
+   per video, the intercept the fixed cost of a run;
+4. one long clip on Ray, whole (`--segment-seconds 0`) and in 2 s segments, with the default
+   smoothing (each segment warms up on the 4 s before it) and without (no warm-up).
 
 Every `--ray` run joins the cluster started once for the benchmark, so cluster start-up is
 in table 1 only; each run still starts its worker actors and loads the model in each
@@ -102,7 +104,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clips", type=int, default=4, help="clips in the folder")
     parser.add_argument("--frames", type=int, default=30, help="frames per clip")
-    parser.add_argument("--tiny", type=int, default=8, help="2-frame clips for the overhead table")
+    parser.add_argument("--tiny", type=int, default=8, help="extra 2-frame clips in the overhead table's second folder")
     parser.add_argument("--long-seconds", type=float, default=8.0)
     opts = parser.parse_args()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -116,7 +118,6 @@ def main() -> None:
     folder = work / "folder"
     cut_clips(folder, opts.clips, opts.frames, size)
     tiny = work / "tiny"
-    cut_clips(tiny, opts.tiny, 2, size)
     long = long_clip(work / "long.mp4", opts.long_seconds, size)
     print("#### Ray vs --jobs on this machine (`python benchmarks/bench_ray.py`)\n")
     print("\n".join(machine_facts()))
@@ -158,25 +159,40 @@ def main() -> None:
         print(markdown_table(["run", "wall s", "min-max", "frames/s", "speed vs --jobs 1"], rows))
         print()
 
-        # 3. overhead per video
-        tiny_runs = {"--jobs 1": ["--jobs", "1"], "--ray (2 workers)": ["--ray", address]}
-        tiny_walls: dict[str, list[float]] = {name: [] for name in tiny_runs}
+        # 3. overhead per video: the slope of wall time over the number of (tiny) videos
+        counts = (2, 2 + opts.tiny)
+        for n in counts:
+            cut_clips(tiny / str(n), n, 2, size)
+        tiny_runs = {"--jobs 1": ["--jobs", "1"], "--ray --ray-workers 1": ["--ray", address, "--ray-workers", "1"]}
+        tiny_walls: dict[tuple[str, int], list[float]] = {(name, n): [] for name in tiny_runs for n in counts}
         for r in range(opts.rounds):
             for name, extra in tiny_runs.items():
-                say(f"round {r + 1}: tiny clips {name}")
-                tiny_walls[name].append(annotate([str(tiny), "-o", str(out / "tiny"), *extra]))
-        local, on_ray = median(tiny_walls["--jobs 1"]), median(tiny_walls["--ray (2 workers)"])
-        print(f"Overhead: {opts.tiny} clips of 2 frames each (the work is nearly nothing)\n")
-        print(markdown_table(["run", "wall s", "min-max"], [[n, fmt(median(w)), f"{fmt(min(w))}-{fmt(max(w))}"]
-                                                             for n, w in tiny_walls.items()]))  # fmt: skip
+                for n in counts:
+                    say(f"round {r + 1}: {n} tiny clips {name}")
+                    tiny_walls[name, n].append(annotate([str(tiny / str(n)), "-o", str(out / "tiny"), *extra]))
+        rows, slopes, fixed = [], {}, {}
+        for name in tiny_runs:
+            w = [median(tiny_walls[name, n]) for n in counts]
+            slopes[name] = (w[1] - w[0]) / (counts[1] - counts[0])
+            fixed[name] = w[0] - counts[0] * slopes[name]
+            rows.append([name, *(fmt(x) for x in w), fmt(slopes[name] * 1000, 0), fmt(fixed[name])])
+        print(f"Overhead: folders of {counts[0]} and {counts[1]} clips of 2 frames each (nearly no work), one worker\n")
+        print(markdown_table(["run", f"wall s, {counts[0]} clips", f"wall s, {counts[1]} clips", "ms per video (slope)",
+                              "fixed s (intercept)"], rows))  # fmt: skip
+        local, on_ray = "--jobs 1", "--ray --ray-workers 1"
         print(
-            f"\n- Ray's overhead: {fmt(on_ray - local)} s per run, {fmt((on_ray - local) / opts.tiny * 1000, 0)} ms "
-            f"per video (both include their model loads: one locally, one per worker actor on Ray)\n"
+            f"\n- Ray's overhead per video: {fmt((slopes[on_ray] - slopes[local]) * 1000, 0)} ms; per run: "
+            f"{fmt(fixed[on_ray] - fixed[local])} s more than locally (the worker actor's process start, its imports "
+            "and model load, against the local model load; the cluster's own start-up is in the first table)\n"
         )
 
         # 4. long clip
-        long_runs = {"whole (--segment-seconds 0)": ["--segment-seconds", "0"],
-                     "2 s segments (--segment-seconds 2)": ["--segment-seconds", "2"]}  # fmt: skip
+        long_runs = {
+            "whole, --smooth 0.25": ["--segment-seconds", "0"],
+            "2 s segments, --smooth 0.25 (4 s warm-up each)": ["--segment-seconds", "2"],
+            "whole, --smooth 0": ["--segment-seconds", "0", "--smooth", "0"],
+            "2 s segments, --smooth 0 (no warm-up)": ["--segment-seconds", "2", "--smooth", "0"],
+        }
         long_walls: dict[str, list[float]] = {name: [] for name in long_runs}
         n_long = int(opts.long_seconds * 30)
         for r in range(opts.rounds):
@@ -185,14 +201,23 @@ def main() -> None:
                 long_walls[name].append(
                     annotate([str(long), "-o", str(out / "long.cam.mp4"), "--ray", address, *extra])
                 )
-        whole = median(long_walls["whole (--segment-seconds 0)"])
         print(
             f"One long clip: {opts.long_seconds:g} s, {n_long} frames, a keyframe every second, AAC audio; "
-            "--ray with 2 workers\n"
+            "--ray, 2 workers\n"
         )
-        print(markdown_table(["run", "wall s", "min-max", "frames/s", "speed vs whole"],
-                             [[n, fmt(median(w)), f"{fmt(min(w))}-{fmt(max(w))}", fmt(n_long / median(w)),
-                               f"{whole / median(w):.2f}x"] for n, w in long_walls.items()]))  # fmt: skip
+        rows = []
+        for name, w in long_walls.items():
+            whole = median(long_walls["whole, --smooth 0" if "--smooth 0 " in f"{name} " else "whole, --smooth 0.25"])
+            rows.append(
+                [
+                    name,
+                    fmt(median(w)),
+                    f"{fmt(min(w))}-{fmt(max(w))}",
+                    fmt(n_long / median(w)),
+                    f"{whole / median(w):.2f}x",
+                ]
+            )
+        print(markdown_table(["run", "wall s", "min-max", "frames/s", "speed vs whole (same smoothing)"], rows))
     steal = steal_percent(steal0, cpu_times())
     print(
         f"\n- CPU steal during the runs: {fmt(steal) if steal is not None else 'n/a'} %; "
