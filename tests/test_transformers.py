@@ -412,6 +412,7 @@ def test_rollout_on_timm_vit_matches_torchvision_style_reference() -> None:
 
 
 def test_vit_layer_rule_holds_when_built_inside_inference_mode() -> None:
+    net = tiny_vit(seed=12)
     with torch.inference_mode():
-        ex = explainer(tiny_vit(seed=12), "gradcam")
+        ex = explainer(net, "gradcam")
     assert ex.target_layer == "encoder.layers.encoder_layer_2.ln_1"
