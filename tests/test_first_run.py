@@ -107,7 +107,8 @@ def test_min_score_greys_the_label_and_drops_the_box(tmp_path: Path) -> None:
             band = image[2:20, 2:200].astype(int)  # the label, top left
             white = ((band > 225).all(axis=-1)).sum()
             grey = ((np.abs(band - 150) < 25).all(axis=-1)).sum()
-            assert (white > 20) == drawn and (grey > 20) != drawn, (i, drawn, white, grey)
+            # white text (with grey antialiased edges) when sure; grey text and no white when unsure
+            assert (white > 20) if drawn else (white <= 2 and grey > 20), (i, drawn, white, grey)
         checked += 1
     assert checked == 5
 
