@@ -69,7 +69,7 @@ def test_window_shows_the_sample_with_its_heatmap(qtbot, settings, tmp_path: Pat
     window = open_window(qtbot, settings, tmp_path, live={"every": 2, "labels": False, "boxes": False})
     wait_frames(qtbot, window, 5)
     shown, original = window.view.frame, window.last_result.frame.image
-    assert shown.shape == original.shape == (720, 1280, 3)  # the bundled Big Buck Bunny clip
+    assert shown.shape == original.shape == (360, 640, 3)  # the bundled default sample (the narrated cat clip)
     # the heat shows: at alpha 0.5 the jet colours move every pixel a long way
     assert np.abs(shown.astype(int) - original).mean() > 20
     # and the widget shows that frame, scaled to fit with its aspect ratio
@@ -130,11 +130,11 @@ def test_record_snapshot_and_close_cleanly(qtbot, settings, tmp_path: Path) -> N
     videos, pictures = list(tmp_path.glob("camvideo-*.mp4")), list(tmp_path.glob("camvideo-*.png"))
     assert len(videos) == 1 and len(pictures) == 1
     snap = cv2.imread(str(pictures[0]))
-    assert snap.shape == (720, 1280, 3)
+    assert snap.shape == (360, 640, 3)  # the default sample, full resolution
     with FileSource(videos[0]) as source:
         frames = list(source)
         assert source.info.has_audio  # the sample's soundtrack came along
-    assert len(frames) >= 15 and frames[0].image.shape == (720, 1280, 3)
+    assert len(frames) >= 15 and frames[0].image.shape == (360, 640, 3)
     with av.open(str(videos[0])) as c:
         assert {s.type for s in c.streams} == {"video", "audio"}
     session = window.session
