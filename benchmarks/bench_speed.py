@@ -221,9 +221,10 @@ def stages_child(clip: Path, frames_kept: int) -> None:
     def encode() -> int:
         sink = Mp4Sink(work / "encode.mp4", info[0])
         n = 0
-        for _ in range(max(1, 264 // len(rendered))):
+        fps = float(info[0].fps or 25.0)
+        for _ in range(max(1, 264 // len(rendered))):  # the kept frames again, timed on
             for result in rendered:
-                sink.write(result)
+                sink.encode(result.image, None, n / fps)
                 n += 1
         sink.close()
         return n
