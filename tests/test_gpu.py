@@ -59,22 +59,70 @@ def test_cuda_render_matches_cpu_render() -> None:
     assert np.abs(cpu.images.astype(int) - gpu.images.astype(int)).max() <= 1 and cpu.boxes == gpu.boxes
 
 
+STALL_CYCLES = 100_000_000  # torch.cuda._sleep spins a kernel this many GPU clocks: ~50 ms at ~2 GHz
+
+
 @cuda
-def test_pinned_upload_download_roundtrip() -> None:
+@pytest.mark.skipif(not hasattr(torch.cuda, "_sleep"), reason="torch.cuda._sleep (a spin kernel) missing")
+def test_pinned_uploads_in_flight_arrive_intact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More uploads than pinned slots, all queued before anything synchronises.
+
+    The copy stream is held up by a spin kernel before each copy, so each copy is still
+    waiting when the host comes round to its slot again: only the reuse guard (wait for
+    the copy that last read the buffer) keeps the next batch from overwriting the bytes
+    that copy has not read yet. The caller's array is scribbled over as soon as upload()
+    returns (a decoder reuses its buffers): the device must still get the original values.
+    """
     device = torch.device("cuda")
-    up, down = FrameUploader(device), FrameDownloader(device)
-    for i in range(5):  # more batches than slots: buffers are reused only when free
-        batch = frames(3 + i % 2)
-        on_device = up.upload(batch)
-        assert on_device.device.type == "cuda"
-        np.testing.assert_array_equal(down.download(on_device), batch)
+    streams: list[torch.cuda.Stream] = []
+    make_stream = torch.cuda.Stream
+
+    def recorded_stream(*args, **kwargs):  # catch the uploader's own copy stream
+        stream = make_stream(*args, **kwargs)
+        streams.append(stream)
+        return stream
+
+    monkeypatch.setattr(torch.cuda, "Stream", recorded_stream)
+    up = FrameUploader(device, slots=3)
+    monkeypatch.undo()
+    assert len(streams) == 1, "the uploader copies on a stream of its own"
+    sizes = [4, 3, 2, 2, 3, 4, 3, 2]  # slot 0 gets 4, 2, 3 frames: smaller batches reuse a prefix
+    wanted = [frames(n, 90, 160) ^ np.uint8(i) for i, n in enumerate(sizes)]  # each batch distinct
+    torch.cuda.synchronize()
+    on_device = []
+    for i, want in enumerate(wanted):
+        with torch.cuda.stream(streams[0]):
+            torch.cuda._sleep(STALL_CYCLES)  # this batch's copy waits behind ~50 ms of GPU time
+        host = want.copy()
+        on_device.append(up.upload(host))
+        host[...] = 255 - host  # the caller reuses its array at once
+    # (the host queues these 8 uploads in milliseconds, well ahead of 400 ms of stalls; no
+    # assertion on that: how far ahead depends on the machine's load, not on the code)
+    torch.cuda.synchronize()
+    for i, (t, want) in enumerate(zip(on_device, wanted)):
+        assert t.device.type == "cuda" and t.dtype == torch.uint8 and tuple(t.shape) == want.shape
+        np.testing.assert_array_equal(t.cpu().numpy(), want, err_msg=f"upload {i}")
+
+    # downloads: exact values, for work still queued on the compute stream, and each a fresh
+    # array (one pinned buffer serves every call, so a view of it would change under us)
+    down = FrameDownloader(device)
+    got = []
+    for t in on_device:
+        torch.cuda._sleep(STALL_CYCLES)  # on the current stream: the inversion below waits behind it
+        got.append(down.download(255 - t))
+    for i, (array, want) in enumerate(zip(got, wanted)):
+        assert isinstance(array, np.ndarray) and array.dtype == np.uint8
+        np.testing.assert_array_equal(array, 255 - want, err_msg=f"download {i}")
 
 
 def test_cpu_transfers_do_not_copy() -> None:
     batch = frames(2)
     t = FrameUploader(torch.device("cpu")).upload(batch)
     assert t.data_ptr() == batch.__array_interface__["data"][0]
-    assert FrameDownloader(torch.device("cpu")).download(t) is not None
+    back = FrameDownloader(torch.device("cpu")).download(t)
+    assert isinstance(back, np.ndarray) and back.dtype == np.uint8
+    np.testing.assert_array_equal(back, frames(2))  # the exact values (frames() is deterministic)
+    assert np.shares_memory(back, batch)  # and still no copy on the way back
 
 
 @pytest.mark.timeout(300)

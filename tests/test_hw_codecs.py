@@ -15,15 +15,15 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.logging
 import numpy as np
 import pytest
 import torch
 from av.codec.hwaccel import hwdevices_available
 
-from camvideo.sinks import encoders
 from camvideo.errors import InputError, OutputError
 from camvideo.options import X264_PRESETS
-from camvideo.sinks import Mp4Sink, encoder_available
+from camvideo.sinks import Mp4Sink, encoder_available, encoders
 from camvideo.sources import FileSource
 from camvideo.types import VideoInfo
 
@@ -293,17 +293,73 @@ def test_encoder_available_probes_by_encoding() -> None:
     assert encoder_available.cache_info().currsize >= 3
 
 
-def test_nvenc_options_follow_crf_and_preset() -> None:
-    expected = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
-                "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7", "placebo": "p7"}  # fmt: skip
-    assert set(expected) == set(X264_PRESETS)
-    for preset, nvenc in expected.items():
-        for crf, cq in ((23, "23"), (0, "1"), (51, "51")):
-            with av.open(io.BytesIO(), "w", format="mp4") as out:
-                stream = out.add_stream("h264_nvenc", rate=25)  # never opened: no GPU needed
-                encoders.configure(stream, "h264_nvenc", crf=crf, preset=preset, threads=0)
-                assert stream.codec_context.options == {"preset": nvenc, "rc": "vbr", "cq": cq}
-                assert not stream.codec_context.bit_rate  # PyAV reads 0 as None
+# x264's presets, fastest to slowest, as `x264 --help` lists them (typed here, not imported).
+X264_FASTEST_TO_SLOWEST = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
+)  # fmt: skip
+
+
+def nvenc_options(crf: int, preset: str) -> dict[str, str]:
+    """The options ``configure`` sets on an h264_nvenc stream (never opened: no GPU needed)."""
+    with av.open(io.BytesIO(), "w", format="mp4") as out:
+        stream = out.add_stream("h264_nvenc", rate=25)
+        encoders.configure(stream, "h264_nvenc", crf=crf, preset=preset, threads=0)
+        assert not stream.codec_context.bit_rate  # no bit rate cap (PyAV reads 0 as None)
+        return dict(stream.codec_context.options)
+
+
+def nvenc_refuses(options: dict[str, str]) -> list[str]:
+    """What this PyAV build's h264_nvenc says about ``options``: FFmpeg parses them against
+    the encoder's own option table before it looks for a GPU, so the "Error setting option"
+    lines come out on any machine; an empty list means every value was accepted."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs, av.open(io.BytesIO(), "w", format="mp4") as out:
+            stream = out.add_stream("h264_nvenc", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            stream.codec_context.options = options
+            try:
+                stream.codec_context.open()  # no GPU: fails after the options were applied
+            except av.error.FFmpegError:
+                pass
+    finally:
+        av.logging.set_level(level)
+    return [message for _, _, message in logs if "Error setting option" in message]
+
+
+def test_nvenc_presets_follow_x264_speed_order() -> None:
+    """NVENC's presets run p1 (fastest, lowest quality) .. p7 (slowest, best quality) (NVIDIA's
+    Video Codec SDK preset guide; FFmpeg's h264_nvenc -preset p1..p7). An x264 preset must map
+    to one of them by the same intent: a slower x264 preset never gets a faster NVENC preset,
+    the fastest maps to p1, the slowest to p7, and every NVENC level is reachable."""
+    assert tuple(X264_PRESETS) == X264_FASTEST_TO_SLOWEST
+    names = [nvenc_options(23, preset)["preset"] for preset in X264_FASTEST_TO_SLOWEST]
+    assert all(name in {f"p{k}" for k in range(1, 8)} for name in names), names
+    levels = [int(name[1:]) for name in names]
+    assert levels == sorted(levels), names  # monotonic in x264's speed order
+    assert levels[0] == 1 and levels[-1] == 7 and set(levels) == set(range(1, 8)), names
+    assert levels[X264_FASTEST_TO_SLOWEST.index("veryslow")] == 7  # x264's slowest usable preset: NVENC's best
+
+
+def test_nvenc_constant_quality_follows_crf() -> None:
+    """x264's CRF and NVENC's constant-quality target share the 0..51 QP-like scale; FFmpeg's
+    h264_nvenc does constant quality as ``rc=vbr`` with ``cq`` and no bit rate, and reads
+    ``cq=0`` as "automatic", so x264's lossless CRF 0 must not become cq 0."""
+    for crf in (1, 18, 23, 51):
+        options = nvenc_options(crf, "medium")
+        assert options["rc"] == "vbr" and int(options["cq"]) == crf, options
+    assert int(nvenc_options(0, "medium")["cq"]) >= 1
+
+
+def test_nvenc_accepts_the_options_we_set() -> None:
+    # the probe can tell: values outside h264_nvenc's option table are refused by name
+    assert nvenc_refuses({"preset": "p8"}) and nvenc_refuses({"cq": "52"}) and nvenc_refuses({"rc": "cbrx"})
+    for preset in X264_FASTEST_TO_SLOWEST:
+        for crf in (0, 23, 51):
+            options = nvenc_options(crf, preset)
+            assert set(options) == {"preset", "rc", "cq"}, options  # each a name h264_nvenc knows (above)
+            assert nvenc_refuses(options) == [], (preset, crf, options)
 
 
 # -- on a CUDA machine ---------------------------------------------------------------

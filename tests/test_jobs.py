@@ -29,11 +29,15 @@ class Overlap:
         self.now = self.most = 0
         self._lock = threading.Lock()
 
-    def process(self, batch):
+    def process(self, batch, hold=None):
+        """One counted call; ``hold`` (if given) runs inside it, else a 2 ms sleep."""
         with self._lock:
             self.now += 1
             self.most = max(self.most, self.now)
-        time.sleep(0.002)
+        if hold is not None:
+            hold()
+        else:
+            time.sleep(0.002)
         with self._lock:
             self.now -= 1
         return [f.index for f in batch]
@@ -44,13 +48,21 @@ def test_jobs_run_side_by_side_and_keep_every_frame_in_order() -> None:
     sinks = Overlap()  # the sinks (encoders) of different videos run at the same time
     written: dict[int, list[int]] = {}
     in_threads: set[str] = set()
+    started_at_rendezvous: list[set[int]] = []
+    # Videos 0-2 each hold their 10th sink call until all three are inside theirs: that
+    # can only happen if three jobs run at once (else the barrier breaks after 30 s), and
+    # no fourth video may have started meanwhile. No timing involved.
+    rendezvous = threading.Barrier(3, action=lambda: started_at_rendezvous.append(set(written)))
 
     def work(video: int, context: JobContext) -> int:
         in_threads.add(threading.current_thread().name)
         out = written.setdefault(video, [])
 
         def sink(value: int) -> None:
-            sinks.process([])
+            if video < 3 and value == 10:
+                sinks.process([], hold=lambda: rendezvous.wait(timeout=30))
+            else:
+                sinks.process([])
             out.append(value)
 
         Pipeline(frames(60 + video), lambda b: [f.index for f in b], sink, batch_size=4).run()
@@ -59,7 +71,8 @@ def test_jobs_run_side_by_side_and_keep_every_frame_in_order() -> None:
     results = dict(run_jobs(list(range(6)), work, jobs=3))
     assert results == {v: 60 + v for v in range(6)}
     assert all(written[v] == list(range(60 + v)) for v in range(6))  # in order, nothing lost
-    assert 1 < sinks.most <= 3  # several videos at once, never more than `jobs`
+    assert started_at_rendezvous == [{0, 1, 2}]  # three videos at once, no fourth started
+    assert sinks.most == 3  # never more than `jobs` sinks at once
     assert in_threads == {"camvideo-job-0", "camvideo-job-1", "camvideo-job-2"}
     assert not camvideo_threads()
 

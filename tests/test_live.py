@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -197,13 +198,17 @@ def test_paced_file_plays_in_real_time_and_loops_with_a_growing_clock(tmp_path: 
             break
     wall = time.monotonic() - start
     source.close()
-    assert 0.8 < wall < 2.5  # 29 frame intervals at 30 fps (a busy machine may slip a little)
+    # Paced: a frame is never handed out before its time (a sleep does not end early, however
+    # busy the machine), measured from the first. The first may itself be up to two frame
+    # intervals late before the source slips its clock, hence the (i - 2) / 30. Late frames are
+    # the machine's: only a loose upper bound, against a source that waits far too long.
+    assert all(f.captured - frames[0].captured >= (i - 2) / 30 - 0.005 for i, f in enumerate(frames))
+    assert wall < 29 / 30 + 10.0
     times = [f.time for f in frames]
     assert times == sorted(times) and len(set(times)) == 30
     assert times[12] == pytest.approx(12 / 30) and source.loops == 2 and source.period == pytest.approx(12 / 30)
     assert [f.extra["loop"] for f in frames[10:14]] == [0, 0, 1, 1]
     assert frames[5].pts == round(frames[5].time / LIVE_TIME_BASE)
-    assert np.median(np.diff([f.captured for f in frames])) == pytest.approx(1 / 30, abs=0.008)
 
 
 def test_paced_file_without_loop_ends(tmp_path: Path) -> None:
@@ -211,7 +216,7 @@ def test_paced_file_without_loop_ends(tmp_path: Path) -> None:
     assert len(list(source)) == 6 and source.status == "ended"
 
 
-def wait_for(condition, timeout: float = 5.0) -> bool:
+def wait_for(condition, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -233,11 +238,13 @@ def test_paused_file_holds_steps_and_replays(tmp_path: Path) -> None:
     time.sleep(0.2)
     assert len(got) == 2  # still paused
     source.resume()
-    thread.join(5)
+    thread.join(60)
     assert len(got) == 31 and [f.index for f in got[2:]] == list(range(1, 30))
-    # the pause does not make the frames after it late (the clock skipped it): the 29
-    # frames play in about a second, not all at once
-    assert 0.7 < got[-1].captured - got[2].captured < 2.0
+    # the pause does not make the frames after it late (the clock skipped it): the 29 frames
+    # play in about a second, not all at once: none before its time after the first of them
+    # (which may be up to two intervals late before the clock slips)
+    played = got[2:]
+    assert all(f.captured - played[0].captured >= (i - 2) / 30 - 0.005 for i, f in enumerate(played))
 
 
 class FlakyDevice(ReconnectingSource):
@@ -287,8 +294,11 @@ def test_udp_stream_from_this_machine() -> None:
     try:
         source = StreamSource(server.url)
         frames: list[Frame] = []
+        sent: list[int] = []  # frames the server had sent when frames 51 and 100 arrived
         for frame in source:
             frames.append(frame)
+            if len(frames) in (51, 100):
+                sent.append(server.sent)
             if len(frames) == 100:
                 break
         source.close()
@@ -297,21 +307,42 @@ def test_udp_stream_from_this_machine() -> None:
     assert server.error is None
     assert (source.info.width, source.info.height) == (640, 360) and source.info.fps == 30
     assert frames[0].image.shape == (360, 640, 3) and frames[-1].image.std() > 10
-    # after the frames read while probing the stream (delivered at once), real time
-    steady = frames[50:]
-    rate = (len(steady) - 1) / (steady[-1].captured - steady[0].captured)
-    assert 20 < rate < 40
+    # after the frames read while probing the stream (delivered at once), as they are sent:
+    # the 49 frames read between the 51st and the 100th match what the server sent meanwhile
+    # (a count against a count: a busy machine slows the server and the reader alike); a
+    # source that buffered would read bursts far beyond it, one that fell behind far fewer
+    during = sent[1] - sent[0]
+    assert 0.5 * during - 5 <= 49 <= 1.5 * during + 5, (during, sent)
     assert all("stream_time" in f.extra for f in frames)
 
 
 # -- the live policy -------------------------------------------------------------------------------
 
 
+def timed_runs(explainer) -> list[float]:
+    """Wrap ``explainer.explain`` to record each model run's wall time: latency bounds are
+    then stated in model runs as this machine measured them, not in fixed seconds."""
+    durations: list[float] = []
+    explain = explainer.explain
+
+    def timed(frames, target=None):
+        start = time.monotonic()
+        try:
+            return explain(frames, target=target)
+        finally:
+            durations.append(time.monotonic() - start)
+
+    explainer.explain = timed
+    return durations
+
+
 @pytest.mark.timeout(90)
 def test_slow_engine_on_a_live_http_stream_drops_stale_frames_and_keeps_latency_bounded() -> None:
     server = HttpStreamServer().start()
     delay = 0.2  # the model takes 200 ms a frame: 6 of every 7 camera frames cannot be explained
-    session = LiveSession(server.url, LiveOptions(every=1, smooth=0.25), explainer=tiny_explainer(delay)).start()
+    explainer = tiny_explainer(delay)
+    runs = timed_runs(explainer)
+    session = LiveSession(server.url, LiveOptions(every=1, smooth=0.25), explainer=explainer).start()
     try:
         results, meter = collect(session, 4.0)
         stats = session.stats()
@@ -325,8 +356,10 @@ def test_slow_engine_on_a_live_http_stream_drops_stale_frames_and_keeps_latency_
     indices = [r.frame.index for r in results]
     assert indices == sorted(indices) and max(np.diff(indices)) >= 4  # jumped to the newest frame
     # about one model run (plus the wait for the run before it), never a backlog: a queue
-    # would hold 4 s x 25 frames/s by now, seconds of latency
-    assert meter.percentile(95) < 2 * delay + 0.2
+    # would hold 4 s x 25 frames/s by now, seconds of latency. In model runs as measured here
+    # (>= 0.2 s each, longer on a busy machine), plus 0.3 s for decoding and drawing.
+    run = float(np.percentile(runs, 95))
+    assert meter.percentile(95) < 2 * run + 0.3, (meter.percentile(95), run)
 
 
 @pytest.mark.timeout(90)
@@ -334,26 +367,35 @@ def test_every_nth_frame_on_a_live_stream_displays_at_the_camera_rate() -> None:
     server = UdpStreamServer(free_port()).start()
     delay = 0.4  # the model takes 400 ms: in step with the display that would be 2.5 fps
     explainer = tiny_explainer(delay)
+    model_runs = timed_runs(explainer)
     session = LiveSession(server.url, LiveOptions(every=3), explainer=explainer).start()
     try:
         collect(session, 1.0)  # past the frames read while probing the stream, delivered at once
-        read = session.stats().frames_read
+        read, sent, calls = session.stats().frames_read, server.sent, explainer.calls  # type: ignore[attr-defined]
         results, meter = collect(session, 4.0)
-        arrived = session.stats().frames_read - read
+        arrived, sent = session.stats().frames_read - read, server.sent - sent
+        calls = explainer.calls - calls  # type: ignore[attr-defined]
     finally:
         assert session.stop(timeout=3.0)
         server.stop()
-    summary = (arrived, len(results), meter.percentile(50), meter.percentile(95), explainer.calls)  # type: ignore[attr-defined]
-    assert arrived > 60, summary  # the stream's 30 fps, less what a busy 2-core machine loses
+    summary = (arrived, sent, len(results), meter.percentile(50), meter.percentile(95), explainer.calls)  # type: ignore[attr-defined]
+    # the stream's frames are read as they come (a count against the server's count: a busy
+    # machine slows both), less what a busy 2-core machine loses
+    assert sent > 20 and arrived > 0.5 * sent, summary
     # most frames that arrived were shown, not only the explained ones (on a busy machine a
     # frame decoded right behind another replaces it: stale, dropped by design)
     assert len(results) >= 0.5 * arrived, summary
-    assert meter.percentile(50) < 0.05 and meter.percentile(95) < delay / 2, summary  # nothing waits for the model
+    # nothing waits for the model: a frame is shown well within one model run (as measured
+    # here: >= 0.4 s each) of its capture
+    run = float(np.median(model_runs))
+    assert meter.percentile(50) < run / 4 and meter.percentile(95) < run / 2, (summary, run)
     runs = explainer.calls  # type: ignore[attr-defined]
-    assert runs <= 5.0 / delay + 3 and runs < len(results) / 4, summary  # as often as it could, in the background
+    # as often as it could, in the background: in step with the display, every=3 would show at
+    # most 3 frames per model run; counted in the same 4 s window
+    assert runs <= 5.0 / delay + 3 and 0 < 3 * calls < len(results), (summary, calls)
     lags = [r.extra["model_lag"] for r in results]
     # the map follows about one model run behind (the first ones come from the startup burst)
-    assert float(np.median(lags)) < 2.5 * delay and len({r.extra["model_frame"] for r in results}) >= 5
+    assert float(np.median(lags)) < 2.5 * run and len({r.extra["model_frame"] for r in results}) >= 5
     # the overlay is on every frame, including the ones the model did not see
     assert all(r.image.shape == r.frame.image.shape and np.abs(r.image.astype(int) - r.frame.image).mean() > 5 for r in results)
 
@@ -376,10 +418,62 @@ def test_every_nth_frame_in_order_runs_the_model_on_every_nth() -> None:
         assert np.array_equal(third[i].image, each[i].image) and third[i].classes == each[i].classes
     assert third[4].classes == third[3].classes and np.array_equal(third[4].raw_map, third[3].raw_map)
     assert not np.array_equal(third[4].image, each[4].image)  # drawn with frame 3's map
-    smoothed, calls = annotate(3, 0.25)
-    assert calls == 2
-    # smoothing goes on between model runs: consecutive frames of one run still differ
-    assert not np.array_equal(smoothed[1].image[..., 0] - images[1][..., 0], smoothed[2].image[..., 0] - images[2][..., 0])
+
+
+def jet_rgb(index: np.ndarray) -> np.ndarray:
+    """The published piecewise-linear JET colour of uint8 indices, float64 RGB in 0..255."""
+    x = index.astype(np.float64)[..., None] / 255.0
+    return 255.0 * np.clip(1.5 - np.abs(4.0 * x - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
+
+
+def test_smoothing_goes_on_between_model_runs() -> None:
+    """every=3, smoothing on: the frames between model runs show the EMA of the held map
+    still moving towards it, frame by frame, computed here in float64 from the raw maps:
+
+        a = 1 - exp(-Δt / τ);  m̄ += a (m - m̄);  [lo, hi] += a ([min m̄, max m̄] - [lo, hi])
+
+    Drawn with alpha 1 (heat only, no box, no label), each pixel is JET(index) with
+    index = round(255 · clip((bilinear_up(m̄) - lo) / (hi - lo), 0, 1)).
+    """
+    cat = clip_images(CATS, size=(96, 54))[0]
+    # the scene flips at every model run, so that each run's map differs from the last
+    images = [np.ascontiguousarray(cat[:, ::-1] if (i // 3) % 2 else cat) for i in range(12)]
+    frames = [Frame(i, img, i, i / 30) for i, img in enumerate(images)]
+    tau = 0.25
+    explainer = tiny_explainer()
+    annotator = FrameAnnotator(explainer, Renderer(alpha=1.0, boxes=False, labels=False), TemporalSmoother(tau),
+                               keep_maps=True, every=3)  # fmt: skip
+    results = annotator(frames[:5]) + annotator(frames[5:])
+    assert explainer.calls == 2 and [r.extra["model_frame"] for r in results] == [0, 0, 0, 3, 3, 3, 6, 6, 6, 9, 9, 9]
+    raw = [r.raw_map[0].astype(np.float64) for r in results]  # the held run's map, the smoother's input
+    assert all(np.array_equal(raw[i], raw[3 * (i // 3)]) for i in range(12))
+
+    a = 1.0 - np.exp(-(1 / 30) / tau)  # about 0.125 per frame
+    expected, unsmoothed = [], []
+    mean = bounds = None
+    for i, m in enumerate(raw):
+        if mean is None:
+            mean, bounds = m.copy(), np.array([m.min(), m.max()])
+        else:
+            mean = mean + a * (m - mean)
+            bounds = bounds + a * (np.array([mean.min(), mean.max()]) - bounds)
+        for shown, (lo, hi), out in ((mean, bounds, expected), (m, (m.min(), m.max()), unsmoothed)):
+            up = cv2.resize(shown, (96, 54), interpolation=cv2.INTER_LINEAR)
+            index = np.round(255.0 * np.clip((up - lo) / (hi - lo), 0.0, 1.0))
+            out.append(jet_rgb(index))
+
+    # the test can tell: between two runs the expected overlay moves, and is far from unsmoothed
+    between = (4, 5, 7, 8, 10, 11)  # frames drawn with the run of the frame before them
+    assert all(np.abs(expected[i] - expected[i - 1]).mean() > 1.5 for i in between)
+    assert all(np.abs(expected[i] - unsmoothed[i]).mean() > 8 for i in between)
+    for i, result in enumerate(results):
+        diff = np.abs(result.image.astype(np.float64) - expected[i])
+        # float32 vs float64 can move an index by one at a rounding edge: up to 4 levels of JET
+        assert diff.max() <= 4.5 + 1e-9 and (diff > 1.5).mean() < 0.02, (i, diff.max(), (diff > 1.5).mean())
+    # consecutive frames of one model run differ (compared in int16: uint8 differences wrap)
+    for i in between:
+        step = np.abs(results[i].image.astype(np.int16) - results[i - 1].image.astype(np.int16))
+        assert step.mean() > 1, (i, step.mean())
 
 
 def test_live_changes_apply_on_the_fly() -> None:

@@ -49,16 +49,34 @@ def test_file_policy_keeps_every_frame_in_order() -> None:
     assert stats.frames_dropped == 0 and not camvideo_threads()
 
 
+@pytest.mark.timeout(60)
 def test_live_policy_drops_stale_frames_and_never_waits_to_fill() -> None:
+    """The engine is held on its first batch until the source has read all 100 frames: a
+    live channel keeps only the newest frame, so 98 stale ones are dropped, whatever the
+    speed of the machine. The first batch is frame 0 alone: live batches never wait to fill."""
+    first_batch = threading.Event()
+    all_read = threading.Event()
+    batches: list[list[int]] = []
     seen: list[int] = []
 
-    def slow(batch):
-        time.sleep(0.05)  # 20 fps engine against a 200 fps source
+    def source():
+        for frame in frames(100):
+            yield frame
+            if frame.index == 0:  # the next frame comes only once the engine has a batch
+                assert first_batch.wait(30), "the engine waited for more than frame 0"
+        all_read.set()  # the reader has asked past the last frame: all 100 are in the channel
+
+    def held(batch):
+        batches.append([f.index for f in batch])
+        first_batch.set()
+        if len(batches) == 1:
+            assert all_read.wait(30), "the source did not run ahead of a held engine"
         return [f.index for f in batch]
 
-    stats = Pipeline(frames(100, delay=0.005), slow, seen.append, batch_size=4, policy="live").run()
-    assert seen == sorted(seen) and seen[-1] == 99  # order kept, the newest frame always shown
-    assert stats.frames_dropped > 50
+    stats = Pipeline(source(), held, seen.append, batch_size=4, policy="live").run()
+    assert batches == [[0], [99]]  # never waited to fill; then only the newest frame was left
+    assert seen == [0, 99]  # order kept, the newest frame always shown
+    assert stats.frames_dropped == 98 and stats.frames_read == 100
     assert stats.frames_written + stats.frames_dropped == 100
     assert not camvideo_threads()
 
@@ -66,13 +84,14 @@ def test_live_policy_drops_stale_frames_and_never_waits_to_fill() -> None:
 STAGES = ["source", "engine", "sink"]
 
 
-def faulty(stage: str, fault: BaseException | None = None, stall: float = 0.0):
-    """Source, process and sink with ``fault`` raised (or a stall) at the 5th frame of ``stage``."""
+def faulty(stage: str, fault: BaseException | None = None, stall: threading.Event | None = None):
+    """Source, process and sink with ``fault`` raised at the 5th frame of ``stage``, or a
+    stall there: the call blocks until ``stall`` is set."""
 
     def hit(i: int) -> None:
         if i == 5:
-            if stall:
-                time.sleep(stall)
+            if stall is not None:
+                stall.wait(60)
             if fault is not None:
                 raise fault
 
@@ -120,16 +139,31 @@ def test_keyboard_interrupt_in_any_stage_stops_cleanly(stage: str) -> None:
     assert not camvideo_threads()
 
 
-@pytest.mark.timeout(20)
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("stage", STAGES)
 def test_stall_in_any_stage_is_reported(stage: str) -> None:
-    source, process, sink, _ = faulty(stage, stall=3.0)
+    release = threading.Event()  # the stuck call returns only when the test lets it
+    source, process, sink, _ = faulty(stage, stall=release)
+    # 2 s without progress: far more than a loaded machine holds back a thread between frames
+    timeout = 2.0
     start = time.monotonic()
-    with pytest.raises(StageStalled, match=rf"no progress for \d+ s \(the {stage} stage is stuck in one call\)"):
-        Pipeline(source, process, sink, batch_size=2, stall_timeout=0.5, grace=0.2).run()
-    assert time.monotonic() - start < 2.5  # reported long before the stalled call returns
-    time.sleep(3.5)  # the stalled call returns, sees the stop flag, and its thread ends
-    assert not camvideo_threads()
+    try:
+        with pytest.raises(StageStalled, match=rf"no progress for \d+ s \(the {stage} stage is stuck in one call\)"):
+            Pipeline(source, process, sink, batch_size=2, stall_timeout=timeout, grace=0.2).run()
+        # reported while the call is still stuck (it cannot return before `release`), and not
+        # before the timeout
+        assert not release.is_set() and time.monotonic() - start >= timeout
+    finally:
+        release.set()
+    # the stuck call returns, sees the stop flag, and its thread ends
+    assert wait_for(lambda: not camvideo_threads(), 30), camvideo_threads()
 
 
 @pytest.mark.timeout(20)

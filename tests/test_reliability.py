@@ -36,8 +36,10 @@ from camvideo.sources import FileSource
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_TIMEOUT = 300  # s, the whole corpus in one process (about 35 s on two busy cores)
 PER_VIDEO_LIMIT = 60.0  # s, any one video of the corpus
-STALL = 4.0  # s an injected stall lasts
-STALL_TIMEOUT = 0.5  # s without progress before the pipeline gives up
+STALL = 4.0  # s an injected stall lasts (the live display's; the annotate stalls wait on an event)
+# s without progress before the pipeline gives up, in the stall tests only: far longer than a
+# loaded 2-core machine holds back a stage between frames, so the one stall is the injected one
+STALL_TIMEOUT = 3.0
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -268,15 +270,31 @@ class Injected(RuntimeError):
     pass
 
 
-def _strike(kind: str, stage: str) -> None:
+class Stall:
+    """An injected stall: the stage hangs until the test releases it (at most 30 s), then
+    goes on as if nothing happened."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> None:
+        self.entered.set()
+        self.release.wait(30)
+
+
+def _strike(kind: str, stage: str, stall: Stall | None = None) -> None:
     if kind == "error":
         raise Injected(f"injected fault in the {stage}")
     if kind == "interrupt":
         raise KeyboardInterrupt
-    time.sleep(STALL)  # a stall: the stage hangs, then goes on as if nothing happened
+    if stall is not None:
+        stall()
+    else:
+        time.sleep(STALL)  # a stall of fixed length
 
 
-def inject(monkeypatch, stage: str, kind: str) -> None:
+def inject(monkeypatch, stage: str, kind: str) -> Stall:
     """Make ``stage`` fail once, at frame K, with ``kind`` (error, interrupt or stall)."""
     import camvideo.jobs.annotate as annotate
     from camvideo.jobs import FrameAnnotator
@@ -284,6 +302,7 @@ def inject(monkeypatch, stage: str, kind: str) -> None:
     from camvideo.sinks import Mp4Sink
 
     fired = threading.Event()
+    stall = Stall()
 
     def once() -> bool:
         if fired.is_set():
@@ -296,7 +315,7 @@ def inject(monkeypatch, stage: str, kind: str) -> None:
 
         def patched(self, frame, index):
             if index == K and once():
-                _strike(kind, stage)
+                _strike(kind, stage, stall)
             return to_frame(self, frame, index)
 
         monkeypatch.setattr(FileSource, "_to_frame", patched)
@@ -306,7 +325,7 @@ def inject(monkeypatch, stage: str, kind: str) -> None:
 
         def patched(self):
             if next(calls) == K and once():
-                _strike(kind, stage)
+                _strike(kind, stage, stall)
             return decode_next(self)
 
         monkeypatch.setattr(FileSource, "_decode_next", patched)
@@ -315,23 +334,24 @@ def inject(monkeypatch, stage: str, kind: str) -> None:
 
         def patched(self, frames):
             if frames and frames[-1].index >= K and once():
-                _strike(kind, stage)
+                _strike(kind, stage, stall)
             return call(self, frames)
 
         monkeypatch.setattr(FrameAnnotator, "__call__", patched)
-    elif stage == "sink":  # in the middle of a write, after its checks
-        mux_audio = Mp4Sink._mux_audio_until
+    elif stage == "sink":  # in the middle of a write, after its checks (the frame's pts)
+        next_pts = Mp4Sink._next_pts
 
-        def patched(self, seconds):
+        def patched(self, pts, seconds):
             if self.frames_written == K and once():
-                _strike(kind, stage)
-            return mux_audio(self, seconds)
+                _strike(kind, stage, stall)
+            return next_pts(self, pts, seconds)
 
-        monkeypatch.setattr(Mp4Sink, "_mux_audio_until", patched)
+        monkeypatch.setattr(Mp4Sink, "_next_pts", patched)
     else:
         raise ValueError(stage)
-    # A short stall timeout and grace, so a stall is reported in about a second.
-    monkeypatch.setattr(annotate, "Pipeline", functools.partial(_pipeline, Pipeline))
+    if kind == "stall":  # a shorter stall timeout and grace, so a stall is reported in seconds
+        monkeypatch.setattr(annotate, "Pipeline", functools.partial(_pipeline, Pipeline))
+    return stall
 
 
 def _pipeline(cls, *args, **kwargs):
@@ -356,27 +376,28 @@ def test_exception_in_a_stage_removes_the_output_and_exits_1(tmp_path, capsys, m
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("stage", STAGES)
 def test_stall_in_a_stage_is_reported_and_removes_the_output(tmp_path, capsys, monkeypatch, tiny_cli, clip, stage) -> None:
-    import camvideo.cli as cli
+    import importlib
 
-    inject(monkeypatch, stage, "stall")
-    reported: list[float] = []
+    stall = inject(monkeypatch, stage, "stall")
+    seen_at_report: list[tuple[bool, bool]] = []
 
     def stamped(*args, **kwargs) -> None:
-        reported.append(time.monotonic())
+        # when the error is printed: is the stalled call in progress, and not yet released?
+        seen_at_report.append((stall.entered.is_set(), stall.release.is_set()))
+        stall.release.set()  # only now may the stalled call return
         builtins.print(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "print", stamped, raising=False)
+    monkeypatch.setattr(importlib.import_module("camvideo.cli.main"), "print", stamped, raising=False)
     out = tmp_path / "out.mp4"
-    start = time.monotonic()
     code, lines = run_main(capsys, "annotate", str(clip), "-o", str(out), "--batch-size", "2")
     assert code == 2 and len(lines) == 1 and lines[0].startswith("camvideo: error: no progress for "), lines
-    # reported long before the stalled call returns (regression: a stall inside the
-    # decoder held stop() until it ended, so a real hang hung the run)
-    assert reported[0] - start < STALL - 0.5, reported[0] - start
+    # reported while the stalled call is stuck: it cannot return before the report releases
+    # it (regression: a stall inside the decoder held stop() until it ended, so a real hang
+    # hung the run)
+    assert seen_at_report[:1] == [(True, False)], seen_at_report
     # main() returns once the stalled call has returned and its thread has ended (so the
     # process never exits with a stage inside native code), and nothing was written
-    assert time.monotonic() - start < STALL + 3.0
-    assert wait_for_no_threads(2.0) == []
+    assert wait_for_no_threads(10.0) == []
     assert list(tmp_path.iterdir()) == []
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import threading
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -255,18 +254,27 @@ def test_display_rotation_gives_upright_frames(tmp_path, degrees, hflip):
     assert np.abs(frames[0].image.astype(int) - expected).mean() < 6
 
 
+@pytest.mark.timeout(60)
 def test_close_from_another_thread_stops_iteration():
     src = FileSource(SAMPLE)
-    seen = 0
-    closer = threading.Timer(0.2, src.close)
-    start = time.monotonic()
+    at_five, closed = threading.Event(), threading.Event()
+
+    def close_at_five() -> None:
+        if at_five.wait(30):
+            src.close()
+            closed.set()
+
+    closer = threading.Thread(target=close_at_five, name="test-closer")
     closer.start()
-    for _ in src:
+    seen = 0
+    for _ in src:  # 132 frames; the closer ends it after the 5th, whatever the machine's speed
         seen += 1
-        time.sleep(0.01)  # a slow consumer: would take > 1.3 s for all 132 frames
-    elapsed = time.monotonic() - start
-    closer.join()
-    assert 0 < seen < 132 and elapsed < 1.0
+        if seen == 5:
+            at_five.set()
+            assert closed.wait(30), "close() from another thread did not return"
+    closer.join(30)
+    assert seen == 5  # no frame after close() returned
+    assert list(src) == []  # and a closed source reads nothing more
     src.close()  # idempotent
 
 
