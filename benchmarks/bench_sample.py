@@ -49,9 +49,13 @@ def measure(video: Path, extra: list[str], min_score: float) -> dict:
         "median_area": statistics.median(areas) if areas else float("nan"),
         "big_boxes": sum(a >= 0.9 for a in areas) / len(records),
         "unsure": sum(r["score"] < min_score for r in records) / len(records),
-        "big_drawn": sum(bool(r["box"]) and r["score"] >= min_score and
-                         (r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]) >= 0.9 * width * height
-                         for r in records) / len(records),  # fmt: skip
+        "big_drawn": sum(
+            bool(r["box"])
+            and r["score"] >= min_score
+            and (r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]) >= 0.9 * width * height
+            for r in records
+        )
+        / len(records),  # fmt: skip
         "median_score": statistics.median(r["score"] for r in records),
         "labels": labels.most_common(3),
     }
@@ -70,8 +74,10 @@ def main() -> None:
     print("#### The bundled samples: box size, confidence, labels\n")
     print("\n".join(machine_facts()))
     print(f"- `camvideo annotate VIDEO --jsonl` with the defaults{' and ' + ' '.join(extra) if extra else ''}\n")
-    print("| video | frames | median box area (of the frame) | boxes >= 90 % of the frame | of them drawn | "
-          f"frames drawn unsure (score < {min_score:g}: grey label, no box) | median score | labels shown (frames) |")
+    print(
+        "| video | frames | median box area (of the frame) | boxes >= 90 % of the frame | of them drawn | "
+        f"frames drawn unsure (score < {min_score:g}: grey label, no box) | median score | labels shown (frames) |"
+    )
     print("| :--- | ---: | ---: | ---: | ---: | ---: | ---: | :--- |")
     for video in args.video:
         m = measure(video, extra, min_score)

@@ -67,7 +67,24 @@ def soundtrack(tmp: pathlib.Path) -> np.ndarray:
              "remix", "-", "fade", "q", "0.25", "2.0", "0.35")  # fmt: skip
         add(_read_wav(wav), start, 0.12)
     clink = tmp / "clink.wav"
-    _run("sox", "-D", "-n", "-r", str(RATE), "-c", "1", str(clink), "synth", "0.6", "pluck", "E6", "fade", "0", "0.6", "0.5")
+    _run(
+        "sox",
+        "-D",
+        "-n",
+        "-r",
+        str(RATE),
+        "-c",
+        "1",
+        str(clink),
+        "synth",
+        "0.6",
+        "pluck",
+        "E6",
+        "fade",
+        "0",
+        "0.6",
+        "0.5",
+    )
     add(_read_wav(clink), 2.0, 0.35)
     for i, (start, text) in enumerate(LINES):
         wav = tmp / f"line{i}.wav"

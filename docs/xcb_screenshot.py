@@ -72,7 +72,9 @@ def window_geometry(env: dict) -> tuple[int, int, int, int] | None:
 
 def screenshot(env: dict, path: Path) -> np.ndarray | None:
     """The whole X screen as RGB, through ImageMagick (reads the X server's framebuffer)."""
-    done = subprocess.run(["import", "-silent", "-window", "root", str(path)], env=env, capture_output=True, check=False)
+    done = subprocess.run(
+        ["import", "-silent", "-window", "root", str(path)], env=env, capture_output=True, check=False
+    )
     image = cv2.imread(str(path), cv2.IMREAD_COLOR) if done.returncode == 0 else None
     return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
@@ -114,7 +116,10 @@ def main() -> int:
     args = parser.parse_args()
     missing = [tool for tool in ("Xvfb", "import", "xdotool", "camvideo") if shutil.which(tool) is None]
     if missing:
-        print(f"cannot run: {', '.join(missing)} not installed (sudo apt-get install xvfb imagemagick xdotool)", file=sys.stderr)
+        print(
+            f"cannot run: {', '.join(missing)} not installed (sudo apt-get install xvfb imagemagick xdotool)",
+            file=sys.stderr,
+        )
         return SKIP
     sys.path.insert(0, str(ROOT))
     from camvideo.cli.desktop import check_platform_libraries
@@ -135,8 +140,19 @@ def main() -> int:
             env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # the app's saved settings: a fresh start
             snapshot = tmp_path / "snapshot.png"
             extra = [a for a in args.extra if a != "--"]
-            command = ["camvideo", "live", "sample", "--duration", str(args.duration), "--snapshot", str(snapshot), *extra]
-            app = subprocess.Popen(command, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            command = [
+                "camvideo",
+                "live",
+                "sample",
+                "--duration",
+                str(args.duration),
+                "--snapshot",
+                str(snapshot),
+                *extra,
+            ]
+            app = subprocess.Popen(
+                command, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
             best: tuple[float, np.ndarray, tuple[int, int, int, int]] | None = None
             first_seen: float | None = None
             problem = "the window never appeared"

@@ -133,7 +133,10 @@ def test_platforms_tried() -> None:
     assert platforms_tried({"DISPLAY": ":0"}) == ["xcb"]
     assert platforms_tried({"QT_QPA_PLATFORM": "offscreen"}) == ["offscreen"]
     assert platforms_tried({"QT_QPA_PLATFORM": "wayland;xcb:nomitshm"}) == ["wayland", "xcb"]
-    assert platforms_tried({"WAYLAND_DISPLAY": "wayland-0", "XDG_SESSION_TYPE": "wayland", "DISPLAY": ":0"}) == ["wayland", "xcb"]
+    assert platforms_tried({"WAYLAND_DISPLAY": "wayland-0", "XDG_SESSION_TYPE": "wayland", "DISPLAY": ":0"}) == [
+        "wayland",
+        "xcb",
+    ]
 
 
 def test_every_mapped_package_name_is_plausible() -> None:

@@ -57,7 +57,9 @@ def first_run(tmp_path_factory):
 def test_default_sample_is_the_narrated_cat_clip_with_its_sound(first_run: Path) -> None:
     assert SAMPLE.name == "cat_and_coffee_narrated.mp4"
     out = first_run / "cat_and_coffee_narrated.cam.mp4"
-    assert sorted(p.name for p in first_run.iterdir()) == sorted([out.name, "cat_and_coffee_narrated.cam.report.png", "d.jsonl"])
+    assert sorted(p.name for p in first_run.iterdir()) == sorted(
+        [out.name, "cat_and_coffee_narrated.cam.report.png", "d.jsonl"]
+    )
     assert [t for t, _ in packets(out, "video")] and len(frames(out)) == 120
     source_audio = packets(SAMPLE, "audio")
     assert len(source_audio) > 150 and packets(out, "audio") == source_audio  # copied, byte for byte
@@ -178,4 +180,7 @@ def test_help_is_as_complete_as_the_readme(tmp_path: Path) -> None:
     annotate = " ".join(camvideo("annotate", "--help", cwd=tmp_path).stdout.split())
     assert all(name in annotate for name in X264_PRESETS) and "--report" in annotate and ".mkv" in annotate
     models = camvideo("models", cwd=tmp_path).stdout.splitlines()
-    assert models[0].split() == ["MODEL", "WEIGHTS", "NOTES"] and models[1].split()[:2] == ["efficientnet_lite0", "offline"]
+    assert models[0].split() == ["MODEL", "WEIGHTS", "NOTES"] and models[1].split()[:2] == [
+        "efficientnet_lite0",
+        "offline",
+    ]

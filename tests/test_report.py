@@ -59,12 +59,14 @@ def synthetic_results() -> list[FrameResult]:
         m[5, round(i / (N - 1) * 12)] = 1.0
         rising = 0.1 + 0.8 * i / (N - 1)
         top5 = sorted([(7, rising), (3, 0.9 - rising), (1, 0.03), (2, 0.02), (4, 0.01)], key=lambda v: -v[1])
-        results.append(FrameResult(Frame(i, image, i, i / FPS), image, [top5[0][0]], [top5[0][1]], None, top5, raw_map=m))
+        results.append(
+            FrameResult(Frame(i, image, i, i / FPS), image, [top5[0][0]], [top5[0][1]], None, top5, raw_map=m)
+        )
     return results
 
 
 def colour_mask(image: np.ndarray, rgb: tuple[int, int, int], tol: int = 30) -> np.ndarray:
-    return (np.abs(image.astype(np.int16) - np.array(rgb, np.int16)).max(axis=-1) <= tol)
+    return np.abs(image.astype(np.int16) - np.array(rgb, np.int16)).max(axis=-1) <= tol
 
 
 @pytest.fixture(scope="module")

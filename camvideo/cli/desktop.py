@@ -170,7 +170,9 @@ def system_libraries(plugin: Path) -> list[str]:
             continue
         seen.add(path)
         needed, runpaths = elf_dynamic(path)
-        folders = [Path(p.replace("$ORIGIN", str(path.parent)).replace("${ORIGIN}", str(path.parent))) for p in runpaths]
+        folders = [
+            Path(p.replace("$ORIGIN", str(path.parent)).replace("${ORIGIN}", str(path.parent))) for p in runpaths
+        ]
         for name in needed:
             bundled = next((folder / name for folder in folders if (folder / name).is_file()), None)
             if bundled is not None:

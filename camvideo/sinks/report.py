@@ -141,7 +141,9 @@ class ReportWriter(Writer):
             self._draw(self._temp)
             os.replace(self._temp, self.path)
         except OSError as err:
-            raise OutputError(f"{self.path}: cannot write the report ({describe_os_error(err)}); nothing was saved") from err
+            raise OutputError(
+                f"{self.path}: cannot write the report ({describe_os_error(err)}); nothing was saved"
+            ) from err
         return self.path
 
     def _unlink_partial(self) -> None:
