@@ -99,6 +99,18 @@ def annotate(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def annotate_apart(args: list[str]) -> float:
+    """Wall seconds of `camvideo annotate` in a subprocess with torch on one thread."""
+    import subprocess
+
+    args = [a for a in args if a != "<subprocess>"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "camvideo.cli", "annotate", *args, "--quiet", "--overwrite"], env=env,
+                   check=True)  # fmt: skip
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
@@ -163,13 +175,18 @@ def main() -> None:
         counts = (2, 2 + opts.tiny)
         for n in counts:
             cut_clips(tiny / str(n), n, 2, size)
-        tiny_runs = {"--jobs 1": ["--jobs", "1"], "--ray --ray-workers 1": ["--ray", address, "--ray-workers", "1"]}
+        tiny_runs = {
+            "--jobs 1": ["--jobs", "1"],
+            "--jobs 1, one torch thread (a subprocess, OMP_NUM_THREADS=1)": ["--jobs", "1", "<subprocess>"],
+            "--ray --ray-workers 1 (one CPU: one torch thread)": ["--ray", address, "--ray-workers", "1"],
+        }
         tiny_walls: dict[tuple[str, int], list[float]] = {(name, n): [] for name in tiny_runs for n in counts}
         for r in range(opts.rounds):
             for name, extra in tiny_runs.items():
                 for n in counts:
                     say(f"round {r + 1}: {n} tiny clips {name}")
-                    tiny_walls[name, n].append(annotate([str(tiny / str(n)), "-o", str(out / "tiny"), *extra]))
+                    args = [str(tiny / str(n)), "-o", str(out / "tiny"), *extra]
+                    tiny_walls[name, n].append(annotate_apart(args) if "<subprocess>" in args else annotate(args))
         rows, slopes, fixed = [], {}, {}
         for name in tiny_runs:
             w = [median(tiny_walls[name, n]) for n in counts]
@@ -179,11 +196,14 @@ def main() -> None:
         print(f"Overhead: folders of {counts[0]} and {counts[1]} clips of 2 frames each (nearly no work), one worker\n")
         print(markdown_table(["run", f"wall s, {counts[0]} clips", f"wall s, {counts[1]} clips", "ms per video (slope)",
                               "fixed s (intercept)"], rows))  # fmt: skip
-        local, on_ray = "--jobs 1", "--ray --ray-workers 1"
+        local, one, on_ray = list(tiny_runs)
         print(
-            f"\n- Ray's overhead per video: {fmt((slopes[on_ray] - slopes[local]) * 1000, 0)} ms; per run: "
-            f"{fmt(fixed[on_ray] - fixed[local])} s more than locally (the worker actor's process start, its imports "
-            "and model load, against the local model load; the cluster's own start-up is in the first table)\n"
+            f"\n- Ray's overhead per video: {fmt((slopes[on_ray] - slopes[one]) * 1000, 0)} ms against a local run "
+            f"on one torch thread as the worker has ({fmt((slopes[on_ray] - slopes[local]) * 1000, 0)} ms against "
+            f"the default two); per run: {fmt(fixed[on_ray] - fixed[local])} s more than in-process locally (the "
+            "worker actor's process start, its imports and model load, against the local model load; the "
+            "cluster's own start-up is in the first table; the subprocess row's intercept includes Python's start "
+            "and imports)\n"
         )
 
         # 4. long clip

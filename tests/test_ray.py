@@ -301,3 +301,33 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_output(cluster, tmp_path: Path) 
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert partials(out) == [] and not list(out.glob("*.cam.mp4")), sorted(p.name for p in out.iterdir())
+
+
+def test_url_input_is_fetched_by_the_worker(cluster, one_thread, tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    clip = make_clip(served / "clip.mp4", 8, shift=11)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
+        for run in ("local", "ray"):
+            (tmp_path / run).mkdir()
+        assert (
+            main(["annotate", str(clip), "-o", str(tmp_path / "local"), "--jsonl", str(tmp_path / "local"), "--quiet"])
+            == 0
+        )
+        code = main(
+            ["annotate", url, "-o", str(tmp_path / "ray"), "--jsonl", str(tmp_path / "ray"), "--quiet", "--ray"]
+        )
+    finally:
+        server.shutdown()
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["clip.cam.mp4", "clip.jsonl"]  # no copy left
+    assert (tmp_path / "ray" / "clip.jsonl").read_bytes() == (tmp_path / "local" / "clip.jsonl").read_bytes()
+    assert_whole(tmp_path / "ray" / "clip.cam.mp4", clip)

@@ -271,7 +271,12 @@ def _annotate(args: argparse.Namespace) -> int:
     from ..sinks import container_format, report_path
     from ..sources import FileSource, find_videos, sample_video
 
-    inputs = find_videos(args.inputs) if args.inputs else [sample_video()]
+    if args.ray is not None and args.inputs:  # on a cluster, URLs too: the workers fetch them
+        from .ray import find_inputs
+
+        inputs = find_inputs(args.inputs)
+    else:
+        inputs = find_videos(args.inputs) if args.inputs else [sample_video()]
     if args.no_video:
         if args.output is not None or args.report:
             raise OutputError("--no-video writes no video: leave out -o/--output and --report")
@@ -296,7 +301,7 @@ def _annotate(args: argparse.Namespace) -> int:
             if path.suffix.lower() != ".png":
                 raise OutputError(f"{path}: the report is a PNG picture; give a name ending in .png")
         _check_report_extra()
-    if len(inputs) == 1:  # a folder run reports each bad file and goes on with the others
+    if len(inputs) == 1 and isinstance(inputs[0], Path):  # a folder run reports each bad file and goes on
         with FileSource(inputs[0]):  # opens the container and decodes the first frame
             pass
 

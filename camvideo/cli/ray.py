@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import CamvideoError
@@ -42,6 +43,35 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
                        "decoder, encoder, attempts, error")  # fmt: skip
 
 
+class UrlInput(str):
+    """An input given as a URL: read by the worker that annotates it, never by this process.
+
+    Looks enough like a Path for the output planning (``name``, ``stem``, ``resolve()``)."""
+
+    @property
+    def name(self) -> str:
+        from ..distributed import url_name
+
+        return url_name(self)
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    def resolve(self) -> UrlInput:
+        return self
+
+
+def find_inputs(items: list[str]) -> list:
+    """:func:`~camvideo.sources.find_videos` for files and folders, URLs kept as they are."""
+    from ..sources import find_videos
+
+    found: list = []
+    for item in items:
+        found += [UrlInput(item)] if "://" in item else find_videos([item])
+    return found
+
+
 def run_on_ray(args: argparse.Namespace, videos: list) -> int:
     """Annotate ``videos`` (:class:`~camvideo.jobs.VideoJob`) on the cluster ``args.ray`` names."""
     from ..distributed import ModelSpec, OverlaySpec, annotate_on_ray, ray_cluster
@@ -53,6 +83,8 @@ def run_on_ray(args: argparse.Namespace, videos: list) -> int:
     manifest = Path(args.manifest) if args.manifest else None
     if manifest is not None and not manifest.absolute().parent.is_dir():
         raise CamvideoError(f"{manifest}: folder {manifest.absolute().parent} does not exist")
+    # URLs travel as plain strings (the workers need not import the command line to read them).
+    videos = [replace(v, input=str(v.input)) if isinstance(v.input, UrlInput) else v for v in videos]
     started = time.monotonic()
     with ray_cluster(args.ray or None, dashboard=args.ray_dashboard) as cluster:
         cuda = cluster.gpus > 0 and args.device != "cpu"
@@ -91,9 +123,12 @@ def run_on_ray(args: argparse.Namespace, videos: list) -> int:
 
 
 def _describe(outcome) -> str:
+    from ..distributed import url_name
+
     parts = f", {outcome.segments} segments" if outcome.segments else ""
     retried = f", {outcome.attempts} attempts" if outcome.attempts > 1 else ""
-    return (f"{outcome.video.input.name} -> {outcome.video.output}: {outcome.frames} frames in {outcome.wall:.1f} s "
+    name = outcome.video.input.name if isinstance(outcome.video.input, Path) else url_name(outcome.video.input)
+    return (f"{name} -> {outcome.video.output}: {outcome.frames} frames in {outcome.wall:.1f} s "
             f"({outcome.fps:.1f} fps) on {','.join(outcome.nodes)}{parts}{retried}")  # fmt: skip
 
 

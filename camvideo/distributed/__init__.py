@@ -8,6 +8,7 @@ only when a run starts. Nothing in camvideo imports this package except the CLI.
 """
 
 from .cluster import ClusterError, ClusterInfo, ray_cluster
+from .fetch import is_url, url_name
 from .run import VideoOutcome, annotate_on_ray, worker_slots
 from .segments import WARMUP_TAUS, Segment, SegmentSource, VideoScan, plan_segments, scan_video
 from .worker import AnnotateWorker, ModelSpec, OverlaySpec, leftovers
@@ -15,5 +16,5 @@ from .worker import AnnotateWorker, ModelSpec, OverlaySpec, leftovers
 __all__ = [
     "WARMUP_TAUS", "AnnotateWorker", "ClusterError", "ClusterInfo", "ModelSpec", "OverlaySpec", "Segment",
     "SegmentSource", "VideoOutcome", "VideoScan", "annotate_on_ray", "leftovers", "plan_segments", "ray_cluster",
-    "scan_video", "worker_slots",
+    "scan_video", "worker_slots", "is_url", "url_name",
 ]  # fmt: skip

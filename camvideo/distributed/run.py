@@ -236,17 +236,19 @@ def annotate_on_ray(
                             yield finish(state, VideoOutcome(state.job, error=state.error, segments=len(state.parts)))
                     elif len(state.parts) == len(state.plan["segments"]):
                         work.appendleft(("join", key, None))  # first: a finished video is worth more
-    except BaseException:
+    except BaseException as err:
         # Ctrl-C, a model that does not load, the driver stopped early: nothing runs on.
         _stop(ray, actors, list(calls))
         for state in states.values():
             if state.outcome is None or not state.outcome.ok:
                 _discard(state)
+            if state.outcome is None and log is not None and isinstance(err, KeyboardInterrupt):
+                log.write(
+                    json.dumps(VideoOutcome(state.job, error="interrupted (Ctrl-C); nothing written").record()) + "\n"
+                )
         raise
     finally:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-        ray.kill(board, no_restart=True)
+        _kill(ray, [*actors, board])
         if log is not None:
             log.close()
 
@@ -284,18 +286,24 @@ def _discard(state: _Video) -> None:
 
 
 def _stop(ray: Any, actors: list, refs: list) -> None:
-    """Kill the actors and running tasks, and wait until their calls have ended."""
-    for actor in actors:
-        ray.kill(actor, no_restart=True)
-    for ref in refs:
-        try:
-            ray.cancel(ref, force=True)
-        except Exception:  # noqa: BLE001 - actor calls cannot be force-cancelled; their actor is killed
-            pass
+    """Kill the actors and wait until their calls have ended (their processes are gone).
+
+    Only then may their partial files be removed: a process still writing would re-create
+    them. A second Ctrl-C stops the wait; the cleanup still follows.
+    """
+    _kill(ray, actors)
     if refs:
         try:
             ray.wait(refs, num_returns=len(refs), timeout=_GONE_WAIT)
-        except Exception:  # noqa: BLE001 - a second Ctrl-C or a lost cluster: clean up anyway
+        except (Exception, KeyboardInterrupt):  # noqa: BLE001 - a lost cluster or a second Ctrl-C
+            pass
+
+
+def _kill(ray: Any, actors: list) -> None:
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead, or the cluster is gone
             pass
 
 

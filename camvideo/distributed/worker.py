@@ -33,6 +33,7 @@ from ..render import Renderer, TemporalSmoother
 from ..sinks import JsonlWriter, MapsWriter, Mp4Sink, close_together
 from ..sources import FileSource
 from ..types import FrameResult
+from .fetch import fetch, is_url, url_name
 from .join import join_jsonl, join_maps, join_video, move_into_place
 from .segments import Segment, SegmentSource, plan_segments, scan_video, video_duration
 
@@ -211,14 +212,21 @@ class AnnotateWorker:
         reporter.post("start", self.node, os.getpid())
         remove_leftovers(video_targets(video))  # a dead attempt's partial files
         started = time.monotonic()
+        copy = None
         try:
-            report = annotate_video(video.input, video.output, self.explainer, self.renderer, self.settings,
-                                    jsonl=video.jsonl, maps=video.maps, report=video.report,
-                                    on_frame=reporter.frame)  # fmt: skip
+            source = video.input
+            if is_url(source):
+                copy = source = fetch(source, video.output)
+            report = annotate_video(
+                source, video.output, self.explainer, self.renderer, self.settings, jsonl=video.jsonl,
+                maps=video.maps, report=video.report, on_frame=reporter.frame,
+            )  # fmt: skip
         except CamvideoError as err:
             return WorkDone(node=self.node, error=str(err))
         finally:
             reporter.flush()
+            if copy is not None:
+                copy.unlink(missing_ok=True)
         return WorkDone(report.stats.frames_written, time.monotonic() - started, self.node, report.decoder,
                         report.encoder)  # fmt: skip
 
@@ -314,6 +322,11 @@ def plan_video(video: VideoJob, overwrite: bool, segment_seconds: float, warmup:
     that does not open); the driver reports it without running anything.
     """
     try:
+        if is_url(video.input):  # read when its worker annotates it (fetch.py); never cut
+            for path in (video.output, video.jsonl, video.maps, video.report):
+                if path is not None:
+                    check_output(Path(url_name(video.input)), path, overwrite)
+            return {"segments": [], "frames": None, "has_audio": False, "time_base": None, "error": None}
         for path in (video.output, video.jsonl, video.maps, video.report):
             if path is not None:
                 check_output(video.input, path, overwrite)
