@@ -39,7 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import SAMPLES, fmt, machine_facts, markdown_table, median, run_in_thread, say  # noqa: E402
+from _common import (  # noqa: E402
+    SAMPLES,
+    cpu_times,
+    fmt,
+    machine_facts,
+    markdown_table,
+    median,
+    run_in_thread,
+    say,
+    steal_percent,
+)  # fmt: skip
 
 FAST_METHODS = ("cam", "gradcam", "hirescam", "gradcam++", "layercam", "eigencam")
 # the default model, then a ViT and a Swin (issue 13): ViT-B/16 at its fixed 224x224, Swin-T aspect kept
@@ -194,8 +204,11 @@ def main() -> int:
     say("decoding frames ...")
     images = load_frames(args.video, 2 * max(args.frames, FRAMES_PER_REP))
     verdicts = []
+    before = cpu_times()
     for i, name in enumerate(m.strip() for m in args.models.split(",") if m.strip()):
         verdicts += bench_model(args, name, images, scorecam=i == 0 and args.scorecam_frames > 0)
+    steal = steal_percent(before, cpu_times())
+    print(f"CPU steal (hypervisor) during the whole run: {fmt(steal) if steal is not None else 'n/a'} %")
     failed = [v for v in verdicts if v[3] > v[4]]
     summary = "all PASS" if not failed else "FAIL: " + ", ".join(
         f"{n} {m} batch {b} {r:.2f}x > {t}x" for n, m, b, r, t in failed
