@@ -73,9 +73,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class Explainer:
     """A classifier, a target layer, a CAM method, on one device.
 
-    ``model`` is a registry name (default ``efficientnet_lite0``, or a torchvision
-    classifier) or your own ``nn.Module`` with ``class_names``. ``layer`` is a dotted
-    module name or None (found by one dry run: the last module with a spatial output).
+    ``model`` is a registry name (default ``efficientnet_lite0``, ``efficientnet_lite1/2``,
+    a torchvision classifier, ``timm:NAME``) or your own ``nn.Module`` with ``class_names``.
+    ``layer`` is a dotted module name or None (found by one dry run: the last module with a
+    spatial output, or on a ViT whose head reads the class token the last block's first
+    norm; see :mod:`camvideo.engine.layers`). ViT tokens and Swin's channels-last maps are
+    laid on the image grid by the capture (``report.layout``).
     The model is put in ``eval()`` mode and moved to ``device``; ``precision`` (fp32,
     fp16, bf16) is the model's dtype; maps are always float32. ``compile=True`` runs the
     forward passes through ``torch.compile`` (static shapes: one compilation per input size).
