@@ -43,7 +43,7 @@ def wheel(widget, down: bool = True) -> None:
 
 
 def main() -> None:
-    application()  # the QApplication, before any widget
+    app = application()  # the QApplication, before any widget (kept: a collected one takes Qt down)
     with tempfile.TemporaryDirectory() as tmp:
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
         window = MainWindow(AppOptions(source="sample", spec="sample", options=LiveOptions(every=2),
@@ -70,7 +70,7 @@ def main() -> None:
         wheel(slider)
         report["over_slider"] = {"panel_moved": bar.value() - before, "slider_changed": slider.value() != alpha}
         panel.class_picker.set_classes([f"class {i}" for i in range(1000)])  # a list long enough to scroll
-        QApplication.processEvents()
+        app.processEvents()
         listing = panel.class_picker.list
         wait(lambda: listing.verticalScrollBar().maximum() > 0, 5)  # its items are laid out on a timer
         list_bar, before, list_before = listing.verticalScrollBar(), bar.value(), listing.verticalScrollBar().value()
