@@ -416,3 +416,8 @@ def test_vit_layer_rule_holds_when_built_inside_inference_mode() -> None:
     with torch.inference_mode():
         ex = explainer(net, "gradcam")
     assert ex.target_layer == "encoder.layers.encoder_layer_2.ln_1"
+
+
+def test_method_none_picks_cam_where_exact_else_gradcam() -> None:
+    assert explainer(tiny_vit(), None).method == "gradcam"  # the class token: cam is refused
+    assert explainer(tiny_swin(), None).method == "cam"

@@ -78,7 +78,8 @@ class Explainer:
     ``layer`` is a dotted module name or None (found by one dry run: the last module with a
     spatial output, or on a ViT whose head reads the class token the last block's first
     norm; see :mod:`camvideo.engine.layers`). ViT tokens and Swin's channels-last maps are
-    laid on the image grid by the capture (``report.layout``).
+    laid on the image grid by the capture (``report.layout``). ``method=None`` picks
+    ``cam`` where it is exact and ``gradcam`` elsewhere.
     The model is put in ``eval()`` mode and moved to ``device``; ``precision`` (fp32,
     fp16, bf16) is the model's dtype; maps are always float32. ``compile=True`` runs the
     forward passes through ``torch.compile`` (static shapes: one compilation per input size).
@@ -91,7 +92,7 @@ class Explainer:
     def __init__(
         self,
         model: str | nn.Module = DEFAULT_MODEL,
-        method: str = "cam",
+        method: str | None = "cam",
         layer: str | None = None,
         device: str | torch.device = "auto",
         *,
@@ -107,7 +108,8 @@ class Explainer:
     ) -> None:
         if precision not in _PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}; one of: {', '.join(_PRECISIONS)}")
-        method = method_name(method)  # refuse an unknown name before loading anything
+        # None: cam where it is exact, else gradcam (a ViT reading its class token, VGG)
+        method = None if method is None else method_name(method)  # refuse an unknown name before loading anything
         self.device = resolve_device(device)
         self.dtype = _PRECISIONS[precision]
         self.spec: ModelSpec = load_model(
@@ -144,6 +146,8 @@ class Explainer:
         self._lock = threading.RLock()  # one call at a time: hook captures, upload slots
         # torch.compile wraps the model for the forward passes; hooks stay on the module itself
         self._runner = torch.compile(self.model, dynamic=False) if compile else self.model
+        if method is None:
+            method = "cam" if self.report.cam_linear is not None else "gradcam"
         self._method: CAMMethod | None = make_method(method, self.model, self.report, self._runner, chunk=scorecam_chunk)
         # A hook left on the user's module would outlive us: remove it when we are
         # garbage-collected without close() (the finalizer holds the method, not self).
