@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _common import SAMPLES, cpu_times, fmt, machine_facts, markdown_table, median, run_in_thread, say, steal_percent  # noqa: E402
 
 # (skimage.data name, hand-drawn box x0, y0, x1, y1 around the object, ImageNet classes that name it)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import shutil
 import subprocess
@@ -163,8 +162,8 @@ def stages_child(clip: Path, frames_kept: int) -> None:
     import threading
 
     import torch
-
     from _common import run_in_thread
+
     from camvideo import Explainer
     from camvideo.jobs import AnnotateSettings, FrameAnnotator, annotate_video
     from camvideo.render import Renderer, TemporalSmoother

@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _common import SAMPLES, cpu_times, fmt, machine_facts, markdown_table, median, run_in_thread, say, steal_percent  # noqa: E402
 
 
