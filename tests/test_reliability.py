@@ -382,9 +382,10 @@ def test_stall_in_a_stage_is_reported_and_removes_the_output(tmp_path, capsys, m
     seen_at_report: list[tuple[bool, bool]] = []
 
     def stamped(*args, **kwargs) -> None:
-        # when the error is printed: is the stalled call in progress, and not yet released?
-        seen_at_report.append((stall.entered.is_set(), stall.release.is_set()))
-        stall.release.set()  # only now may the stalled call return
+        if args and str(args[0]).startswith("camvideo: error:"):
+            # when the error is printed: is the stalled call in progress, and not yet released?
+            seen_at_report.append((stall.entered.is_set(), stall.release.is_set()))
+            stall.release.set()  # only now may the stalled call return
         builtins.print(*args, **kwargs)
 
     monkeypatch.setattr(importlib.import_module("camvideo.cli.main"), "print", stamped, raising=False)
