@@ -137,6 +137,8 @@ def annotate_on_ray(
 
     def finish(state: _Video, outcome: VideoOutcome) -> VideoOutcome:
         outcome.attempts = max([attempts[k] for k in attempts if k.split("/")[0] == state.key] or [0])
+        if outcome.ok:  # it ran, even if its "start" post has not reached the board yet
+            outcome.attempts = max(outcome.attempts, 1)
         if state.started is not None and not outcome.wall:
             outcome.wall = time.monotonic() - state.started
         if not outcome.ok:
