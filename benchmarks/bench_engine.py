@@ -185,7 +185,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=SAMPLES / "big_buck_bunny.mp4")
     parser.add_argument("--models", default=",".join(MODELS), help="registry names, comma-separated [%(default)s]")
-    parser.add_argument("--repeat", type=int, default=7, help="interleaved repetitions per method and batch [%(default)s]")
+    parser.add_argument(
+        "--repeat", type=int, default=7, help="interleaved repetitions per method and batch [%(default)s]"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads [torch's default]")
     parser.add_argument("--methods", default=",".join(FAST_METHODS + ("rollout",)),
                         help="comma-separated; a method a model refuses (cam on a ViT, rollout on a CNN) is "
@@ -195,8 +197,11 @@ def main() -> int:
                         help="frames per repetition (a multiple of every batch size) [%(default)s]")  # fmt: skip
     parser.add_argument("--scorecam-frames", type=int, default=1,
                         help="frames for Score-CAM, batch 1, first model only; 0 skips it [%(default)s]")  # fmt: skip
-    parser.add_argument("--scorecam-full", action="store_true",
-                        help="run all 1280 masked forwards per frame instead of 128 scaled up (minutes per frame)")
+    parser.add_argument(
+        "--scorecam-full",
+        action="store_true",
+        help="run all 1280 masked forwards per frame instead of 128 scaled up (minutes per frame)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda [%(default)s]")
     args = parser.parse_args()
     if args.threads:
@@ -210,8 +215,10 @@ def main() -> int:
     steal = steal_percent(before, cpu_times())
     print(f"CPU steal (hypervisor) during the whole run: {fmt(steal) if steal is not None else 'n/a'} %")
     failed = [v for v in verdicts if v[3] > v[4]]
-    summary = "all PASS" if not failed else "FAIL: " + ", ".join(
-        f"{n} {m} batch {b} {r:.2f}x > {t}x" for n, m, b, r, t in failed
+    summary = (
+        "all PASS"
+        if not failed
+        else "FAIL: " + ", ".join(f"{n} {m} batch {b} {r:.2f}x > {t}x" for n, m, b, r, t in failed)
     )
     print(f"Targets (forward + map time / forward time): cam <= 1.05x, gradcam <= 2.5x -> {summary}")
     return 0
@@ -238,7 +245,9 @@ def bench_model(args: argparse.Namespace, name: str, images: np.ndarray, scoreca
             continue
         for bs in batch_sizes:
             say(f"{name}: {method}, batch {bs} ...")
-            batches = [x_all[i : i + bs].contiguous(memory_format=torch.channels_last) for i in range(0, args.frames, bs)]
+            batches = [
+                x_all[i : i + bs].contiguous(memory_format=torch.channels_last) for i in range(0, args.frames, bs)
+            ]
             r = run_in_thread(lambda: run_method(ex, batches, args.repeat, sync), args.threads)
             target = TARGETS.get(method)
             verdict = ""
@@ -275,9 +284,14 @@ def bench_model(args: argparse.Namespace, name: str, images: np.ndarray, scoreca
     ))  # fmt: skip
     print()
     if scorecam:
-        scaled = "" if args.scorecam_full else (
-            "; to stay within minutes, only 128 of the 1280 masked forwards ran (2 calls of 64) and their time was "
-            "scaled x10 (the calls are identical; `--scorecam-full` runs them all)")
+        scaled = (
+            ""
+            if args.scorecam_full
+            else (
+                "; to stay within minutes, only 128 of the 1280 masked forwards ran (2 calls of 64) and their time was "
+                "scaled x10 (the calls are identical; `--scorecam-full` runs them all)"
+            )
+        )
         print("Score-CAM: K = 1280 masked forwards per frame (one per channel of the target layer, 64 per "
               f"forward call), so it ran on {args.scorecam_frames} frame(s) at batch 1 only{scaled}; its forward-only "
               "figure is the median of 6 forwards of the same frame around it.")  # fmt: skip

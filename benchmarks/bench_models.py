@@ -57,8 +57,12 @@ def main() -> int:
     cases = []  # (model, shape label, batch, [batches of x])
     for name, ex in explainers.items():
         size = ex.spec.input_size
-        square = torch.nn.functional.interpolate(torch.from_numpy(images).permute(0, 3, 1, 2).float(), size=(size, size))
-        square = ((square / 255 - torch.tensor(ex.spec.mean).view(1, 3, 1, 1)) / torch.tensor(ex.spec.std).view(1, 3, 1, 1))
+        square = torch.nn.functional.interpolate(
+            torch.from_numpy(images).permute(0, 3, 1, 2).float(), size=(size, size)
+        )
+        square = (square / 255 - torch.tensor(ex.spec.mean).view(1, 3, 1, 1)) / torch.tensor(ex.spec.std).view(
+            1, 3, 1, 1
+        )
         kept = ex.preprocess(images)
         for label, x in ((f"{size}x{size}", square), (f"{kept.shape[2]}x{kept.shape[3]}", kept)):
             x = x.contiguous(memory_format=torch.channels_last)
