@@ -34,19 +34,18 @@ import torch
 
 from ..engine import Explainer
 from ..errors import CamvideoError, ModelError, OutputError
-from ..pipeline import DropOldest, DropWorker, LatestWorker, Pipeline, Task
+from ..pipeline import DropOldest, LatestWorker, Pipeline, Task
 from ..render import Renderer, TemporalSmoother
-from ..sinks import LiveRecorder
-from ..sources import LiveSource, open_live_source, recording_audio
+from ..sources import LiveSource, open_live_source
 from ..types import Frame, FrameResult
 from .settings import LiveOptions, target_of
 from .live_stage import LiveAnnotator
+from .recording import Recording
 from .pacing import EveryAuto
 
 __all__ = ["LiveSession", "LiveStats"]
 
-#: Frames (3 s at 30 fps) a recording's encoder may fall behind before frames are dropped.
-RECORDING_QUEUE = 90
+
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ class LiveSession:
         self._settings: DropOldest[LiveOptions] = DropOldest(1)
         self._pipeline: Pipeline | None = None
         self._worker: LatestWorker | None = None
-        self._recorder: _Recording | None = None
+        self._recorder: Recording | None = None
         self._stopping = False
         self._threads_before: int | None = None  # torch CPU threads before a background model limited them
         #: --every auto (options.every == 0): the measured times and the interval they call for; else None
@@ -201,7 +200,7 @@ class LiveSession:
             raise OutputError(f"already recording to {self._recorder.path}")
         if self.source is None or self.state != "running":
             raise OutputError("nothing to record yet: the source is not open")
-        self._recorder = _Recording(Path(path), self.source, crf=crf, preset=preset)
+        self._recorder = Recording(Path(path), self.source, crf=crf, preset=preset)
         return self._recorder.path
 
     def stop_recording(self) -> Path | None:
@@ -410,43 +409,3 @@ def _set_method(explainer: Explainer | None, method: str) -> str | None:
     except ModelError as err:
         return str(err)
     return None
-
-
-class _Recording:
-    """A :class:`~camvideo.sinks.LiveRecorder` fed by a drop-when-full worker thread, so
-    a recording that falls behind drops frames (counted) rather than stall the display."""
-
-    def __init__(self, path: Path, source: LiveSource, *, crf: int, preset: str) -> None:
-        self.writer = LiveRecorder(path, source.info.fps, audio=partial(recording_audio, source), crf=crf,
-                                   preset=preset)  # fmt: skip
-        self.path = self.writer.path
-        self._worker: DropWorker[FrameResult] = DropWorker(self.writer.write, RECORDING_QUEUE, "camvideo-record")
-        self._worker.start()
-
-    def put(self, result: FrameResult) -> None:
-        self._worker.put(result)
-
-    @property
-    def frames(self) -> int:
-        return self.writer.frames_written
-
-    @property
-    def dropped(self) -> int:
-        return self._worker.dropped
-
-    @property
-    def threads(self) -> list:
-        return [self._worker.thread]
-
-    def finish(self) -> Path:
-        """Write what is queued, finish the MP4 and return its path.
-
-        Raises:
-            OutputError: nothing was recorded, or the file could not be written.
-        """
-        self._worker.close(timeout=30.0)
-        err = self._worker.error
-        if err is not None:
-            self.writer.abort()
-            raise err if isinstance(err, OutputError) else OutputError(f"{self.path}: recording failed ({err})")
-        return self.writer.close()
