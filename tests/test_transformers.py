@@ -421,3 +421,25 @@ def test_vit_layer_rule_holds_when_built_inside_inference_mode() -> None:
 def test_method_none_picks_cam_where_exact_else_gradcam() -> None:
     assert explainer(tiny_vit(), None).method == "gradcam"  # the class token: cam is refused
     assert explainer(tiny_swin(), None).method == "cam"
+
+
+@pytest.mark.parametrize("kind,prefix", [("registers", 5), ("distilled", 2)])
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+def test_timm_prefix_tokens_registers_and_distillation(kind: str, prefix: int, method: str) -> None:
+    # a class token + 4 register tokens (ViT-reg), a class + a distillation token (DeiT): the
+    # prefix is dropped, whatever its length, and the patches are laid on their 4x4 grid
+    pytest.importorskip("timm")
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer
+
+    kw = dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=5)
+    net = VisionTransformer(reg_tokens=4, **kw) if kind == "registers" else VisionTransformerDistilled(**kw)
+    net = randomise(net, seed=13)
+    ref = float64_copy(net)
+    ex = explainer(net, method)
+    assert (ex.target_layer, ex.report.layout.prefix) == ("blocks.1.norm1", prefix)
+    x = ex.preprocess(frames(18, h=32, w=32))
+    out = ex.explain(x)
+    assert out.maps.shape == (2, 4, 4)
+    want = reference(method, ref, ex.target_layer, x.double(), lambda raw: vit_grid(raw, prefix), out.classes)
+    assert_maps_close(out.maps, want)
