@@ -43,7 +43,7 @@ class Overlap:
         return [f.index for f in batch]
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(90)  # past the barrier's 30 s, so that a serial run fails on its assertions
 def test_jobs_run_side_by_side_and_keep_every_frame_in_order() -> None:
     sinks = Overlap()  # the sinks (encoders) of different videos run at the same time
     written: dict[int, list[int]] = {}

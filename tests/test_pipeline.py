@@ -91,7 +91,7 @@ def faulty(stage: str, fault: BaseException | None = None, stall: threading.Even
     def hit(i: int) -> None:
         if i == 5:
             if stall is not None:
-                stall.wait(60)
+                stall.wait(30)  # (a pipeline that never reports it then ends, and the test fails)
             if fault is not None:
                 raise fault
 
