@@ -92,6 +92,8 @@ def ray_cluster(
             if local:
                 ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard, dashboard_host=LOOPBACK,
                          _node_ip_address=LOOPBACK, **quiet)  # fmt: skip
+            elif address.startswith("ray://"):
+                ray.init(address=address)  # Ray Client: the server side's settings apply
             else:
                 ray.init(address=address, **quiet)
         except KeyboardInterrupt:
