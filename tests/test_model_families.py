@@ -216,3 +216,19 @@ def test_annotate_timm_vit_by_name_with_local_weights(tmp_path) -> None:
     assert len(decoded_frames(out)) == 2
     with np.load(maps) as data:  # 180x320 -> 160x284 (aspect kept), 16-pixel patches, the last column padded
         assert data["maps"].shape == (2, 10, 18)
+
+
+def test_lite_generalisation_at_width_and_depth_one_is_lite0() -> None:
+    # the Lite family is Lite0's architecture scaled: at coefficients 1.0 it is Lite0 itself
+    from camvideo.engine.models.lite import EfficientNetLite
+    from camvideo.engine.models.lite0 import EfficientNetLite0
+
+    torch.manual_seed(5)
+    lite0 = EfficientNetLite0().eval()
+    general = EfficientNetLite(1.0, 1.0).eval()
+    shapes = {k: tuple(v.shape) for k, v in lite0.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in general.state_dict().items()} == shapes
+    general.load_state_dict(lite0.state_dict())
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(general(x), lite0(x), rtol=0, atol=0)
