@@ -29,7 +29,11 @@ HWACCEL_NAMES: tuple[str, ...] = ("auto", "none", "cuda")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 DEFAULT_MODEL = "efficientnet_lite0"
-DEFAULT_METHOD = "cam"
+#: ``auto``: ``cam`` where it is exact (a pooled head), else ``gradcam`` (transformers'
+#: class-token heads, heads with more than one layer).
+AUTO_METHOD = "auto"
+METHOD_CHOICES: tuple[str, ...] = (AUTO_METHOD, *METHOD_NAMES)
+DEFAULT_METHOD = AUTO_METHOD
 DEFAULT_COLORMAP = "jet"
 DEFAULT_ALPHA = 0.5
 DEFAULT_THRESHOLD = 0.2  # the box rule: fraction of the map's maximum (Zhou et al.)

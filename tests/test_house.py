@@ -19,7 +19,7 @@ import torch
 from camvideo.engine import METHODS, Explainer
 from camvideo.errors import ModelError
 from camvideo.jobs import FrameAnnotator, LiveAnnotator
-from camvideo.options import COLORMAP_NAMES, METHOD_NAMES, canonical_method
+from camvideo.options import COLORMAP_NAMES, METHOD_CHOICES, METHOD_NAMES, canonical_method
 from camvideo.render import COLORMAPS, Renderer, TemporalSmoother
 from camvideo.sinks import Mp4Sink
 from camvideo.types import Frame, FrameResult, VideoInfo
@@ -78,7 +78,7 @@ def test_option_names_have_one_home() -> None:
 
     parser = build_parser()
     annotate = next(a for a in parser._subparsers._group_actions[0].choices["annotate"]._actions if a.dest == "method")
-    assert tuple(annotate.choices) == METHOD_NAMES
+    assert tuple(annotate.choices) == METHOD_CHOICES == ("auto", *METHOD_NAMES)
 
 
 def test_value_types_load_no_model_code() -> None:

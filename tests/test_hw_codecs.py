@@ -132,7 +132,7 @@ def test_cuda_decode_falls_back_to_identical_software_frames(caplog: pytest.LogC
         assert a.pts == b.pts == c.pts and a.time == b.time
     assert [f.pts for f in sw_frames] == [i * 512 for i in range(N_FRAMES)]  # 25 fps in 1/12800
 
-    records = [r for r in caplog.records if r.name == "camvideo.sources"]
+    records = [r for r in caplog.records if r.name == "camvideo.sources.file"]
     assert len(records) == 1, [r.getMessage() for r in records]
     message = records[0].getMessage()
     assert records[0].levelno == logging.INFO
@@ -226,22 +226,22 @@ def test_auto_encoder_picks_what_works_here(tmp_path: Path, caplog: pytest.LogCa
     assert sink.frames_written == len(pts)
     codec, out_pts, has_audio = decoded(tmp_path / "out.mp4")
     assert (codec, out_pts, has_audio) == ("h264", pts, True)  # VFR timestamps kept exactly
-    infos = [r.getMessage() for r in caplog.records if r.name == "camvideo.encoders"]
+    infos = [r.getMessage() for r in caplog.records if r.name == "camvideo.sinks.encoders"]
     assert len(infos) == 1 and expected in infos[0], infos
-    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "camvideo.encoders")
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "camvideo.sinks.encoders")
     assert partials(tmp_path) == []
 
 
 def test_libx264_is_the_default_and_uses_frame_threads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     info = VideoInfo(width=64, height=48, fps=25.0, time_base=Fraction(1, 25))
-    with caplog.at_level(logging.DEBUG, logger="camvideo.encoders"):
+    with caplog.at_level(logging.DEBUG, logger="camvideo.sinks.encoders"):
         with Mp4Sink(tmp_path / "x.mp4", info, preset="ultrafast", threads=3) as sink:
             for i in range(5):
                 sink.encode(np.full((48, 64, 3), i * 40, np.uint8), i, i / 25)
             codec = sink._video.codec_context
             assert (codec.thread_type.name, codec.thread_count) == ("FRAME", 3)
     assert sink.encoder == "libx264"
-    assert [r for r in caplog.records if r.name == "camvideo.encoders"] == []  # nothing probed
+    assert [r for r in caplog.records if r.name == "camvideo.sinks.encoders"] == []  # nothing probed
     codec, pts, _ = decoded(tmp_path / "x.mp4")
     assert codec == "h264"
     assert [p * stored_time_base(tmp_path / "x.mp4") for p in pts] == [Fraction(i, 25) for i in range(5)]

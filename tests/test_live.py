@@ -60,11 +60,11 @@ def session_threads() -> list[str]:
 def collect(session: LiveSession, seconds: float) -> tuple[list, LatencyMeter]:
     """Consume the display slot like a GUI would, for ``seconds`` after the first frame."""
     results, meter = [], LatencyMeter(window=1e9)
-    first = session.display.wait(60.0)
+    first = session.display.get(60.0)
     assert first is not None, f"no frame: {session.state} {session.error!r}"
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        result = session.display.wait(0.5)
+        result = session.display.get(0.5)
         if result is not None:
             meter.record(result.frame.captured)
             results.append(result)

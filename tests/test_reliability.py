@@ -448,7 +448,7 @@ def test_ctrl_c_while_the_model_is_busy_exits_130_not_abort(tmp_path, clip) -> N
     script = f"""
 import functools, sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-import corpus, torch, camvideo.annotate as annotate, camvideo.engine.explainer as e
+import corpus, torch, camvideo.jobs.annotate as annotate, camvideo.engine.explainer as e
 from camvideo.jobs import FrameAnnotator
 from camvideo.pipeline import Pipeline
 from camvideo.sinks import Mp4Sink
@@ -826,7 +826,7 @@ def test_live_stream_that_disappears_is_reported_and_reopened(caplog) -> None:
 
         pipeline = Pipeline(source, lambda batch: list(batch), sink, batch_size=1, policy="live",
                             live_depth=64, close_source=source.close)  # fmt: skip
-        with caplog.at_level("WARNING", logger="camvideo.live"):
+        with caplog.at_level("WARNING", logger="camvideo.sources"):
             pipeline.run()
         source.close()
     finally:

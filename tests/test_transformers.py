@@ -306,6 +306,20 @@ def test_cam_refused_where_the_head_reads_the_class_token() -> None:
         explainer(tiny_vit(), "cam")
 
 
+def test_auto_method_is_cam_where_exact_and_gradcam_elsewhere() -> None:
+    """The CLI's default, ``--method auto``: a ViT (class-token head) gets gradcam, a pooled
+    head (Swin) cam; switching to ``auto`` later decides the same way."""
+    vit = explainer(tiny_vit(), "auto")
+    assert vit.method == "gradcam"
+    swin = explainer(tiny_swin(), "auto")
+    assert swin.method == "cam"
+    swin.set_method("gradcam")
+    swin.set_method("Auto")
+    assert swin.method == "cam"
+    vit.close()
+    swin.close()
+
+
 def test_cam_refused_on_torchvision_maxvit_tanh_head_and_gradcam_works() -> None:
     # torchvision's MaxViT head is pool -> LayerNorm -> Linear -> Tanh -> Linear: the Tanh
     # makes the logit no longer linear in the pooled features, so CAM cannot be exact.

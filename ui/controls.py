@@ -11,7 +11,7 @@ from PyQt6.QtWidgets import (
 )  # fmt: skip
 
 from camvideo.jobs import LiveOptions
-from camvideo.options import COLORMAP_NAMES, METHOD_NAMES
+from camvideo.options import COLORMAP_NAMES, METHOD_CHOICES
 
 from .widgets import ClassPicker
 
@@ -91,7 +91,7 @@ class ControlPanel(QScrollArea):
             item.setToolTip(note)
             item.setEnabled(offline)
         self.method_combo = QComboBox()
-        self.method_combo.addItems(METHOD_NAMES)
+        self.method_combo.addItems(METHOD_CHOICES)
         self.every_spin = QSpinBox()
         self.every_spin.setRange(0, 60)
         self.every_spin.setSpecialValueText("auto")  # 0: picked from the measured model time

@@ -18,7 +18,7 @@ from typing import Sequence
 from .. import __version__
 from .. import options as defaults
 from ..errors import CamvideoError, OutputError
-from ..options import COLORMAP_NAMES, ENCODER_NAMES, HWACCEL_NAMES, METHOD_NAMES, PRECISIONS, X264_PRESETS
+from ..options import COLORMAP_NAMES, ENCODER_NAMES, HWACCEL_NAMES, METHOD_CHOICES, PRECISIONS, X264_PRESETS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -33,8 +33,9 @@ def _model_options(parser: argparse.ArgumentParser, batches: bool = True) -> Non
                        help="dotted name of the layer to explain [auto: the last spatial layer; on a ViT whose head "
                        "reads the class token, the last block's first norm (encoder.layers[-1].ln_1, timm "
                        "blocks[-1].norm1)]")  # fmt: skip
-    group.add_argument("--method", default=defaults.DEFAULT_METHOD, type=_method, choices=METHOD_NAMES,
-                       help="CAM method; rollout: attention rollout, for ViTs [%(default)s]")  # fmt: skip
+    group.add_argument("--method", default=defaults.DEFAULT_METHOD, type=_method, choices=METHOD_CHOICES,
+                       help="CAM method; auto: cam where it is exact (a pooled head), else gradcam; "
+                            "rollout: attention rollout, for ViTs [%(default)s]")  # fmt: skip
     group.add_argument("--target", default="top1", help="top1, topK, a class index or a class name [%(default)s]")
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N [%(default)s]")
     group.add_argument("--precision", default="fp32", choices=PRECISIONS, help="model precision [%(default)s]")

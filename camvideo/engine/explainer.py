@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
+from ..options import AUTO_METHOD
 from ..options import DEFAULT_INPUT_POLICY, INPUT_POLICIES
 from .models import DEFAULT_MODEL, ModelSpec, load_model
 from ..render import FrameUploader
@@ -108,8 +109,8 @@ class Explainer:
     ) -> None:
         if precision not in _PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}; one of: {', '.join(_PRECISIONS)}")
-        # None: cam where it is exact, else gradcam (a ViT reading its class token, VGG)
-        method = None if method is None else method_name(method)  # refuse an unknown name before loading anything
+        # None or "auto": cam where it is exact, else gradcam (decided once the head is known).
+        method = None if method is None or method.strip().lower() == AUTO_METHOD else method_name(method)
         self.device = resolve_device(device)
         self.dtype = _PRECISIONS[precision]
         self.spec: ModelSpec = load_model(
@@ -146,8 +147,7 @@ class Explainer:
         self._lock = threading.RLock()  # one call at a time: hook captures, upload slots
         # torch.compile wraps the model for the forward passes; hooks stay on the module itself
         self._runner = torch.compile(self.model, dynamic=False) if compile else self.model
-        if method is None:
-            method = "cam" if self.report.cam_linear is not None else "gradcam"
+        method = self._resolve(method)
         self._method: CAMMethod | None = make_method(method, self.model, self.report, self._runner, chunk=scorecam_chunk)
         # A hook left on the user's module would outlive us: remove it when we are
         # garbage-collected without close() (the finalizer holds the method, not self).
@@ -178,11 +178,17 @@ class Explainer:
     def method(self) -> str:
         return self._live_method().name
 
+    def _resolve(self, method: str | None) -> str:
+        """``auto``/None: ``cam`` where it is exact for this model, else ``gradcam``."""
+        if method is None or method.strip().lower() == AUTO_METHOD:
+            return "cam" if self.report.cam_linear is not None else "gradcam"
+        return method
+
     def set_method(self, method: str) -> None:
         """Switch the CAM method. If the new one cannot be used (``cam`` without a GAP head),
         the error is raised and the current method stays."""
         with self._lock:
-            new = make_method(method, self.model, self.report, self._runner, chunk=self._scorecam_chunk)
+            new = make_method(self._resolve(method), self.model, self.report, self._runner, chunk=self._scorecam_chunk)
             self.close()
             self._method = new
             self._finalizer = weakref.finalize(self, _close_method, new)

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CamvideoError
-from ..options import COLORMAP_NAMES
 from ..types import Box
 from .transfer import FrameDownloader
 
@@ -35,7 +34,6 @@ COLORMAPS = {
     "hot": cv2.COLORMAP_HOT,
 }
 
-assert tuple(COLORMAPS) == COLORMAP_NAMES, "options.COLORMAP_NAMES and the renderer's tables differ"
 
 
 @lru_cache(maxsize=None)
