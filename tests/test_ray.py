@@ -331,3 +331,17 @@ def test_url_input_is_fetched_by_the_worker(cluster, one_thread, tmp_path: Path)
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == ["clip.cam.mp4", "clip.jsonl"]  # no copy left
     assert (tmp_path / "ray" / "clip.jsonl").read_bytes() == (tmp_path / "local" / "clip.jsonl").read_bytes()
     assert_whole(tmp_path / "ray" / "clip.cam.mp4", clip)
+
+
+def test_an_address_where_no_cluster_answers_is_one_line(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "a.mp4", 4)
+    with __import__("socket").socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "camvideo.cli", "annotate", str(clip), "-o", str(tmp_path / "o.mp4"),
+                           "--ray", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith(f"camvideo: error: no Ray cluster answers at 127.0.0.1:{port}")
+    )
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o.mp4").exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -65,6 +66,21 @@ def _local_switch_off() -> None:
             constants.ENABLE_RAY_CLUSTER = False
 
 
+def _check_reachable(address: str) -> None:
+    """Fail at once, in one line, when a ``HOST:PORT`` or ``ray://HOST:PORT`` does not answer.
+
+    Ray itself retries a GCS that is not there for minutes before it gives up.
+    """
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # "auto" and friends: Ray finds the address itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as err:
+        raise ClusterError(f"no Ray cluster answers at {address} ({err.strerror or err})") from None
+
+
 @contextlib.contextmanager
 def ray_cluster(
     address: str | None = None,
@@ -85,6 +101,8 @@ def ray_cluster(
         _local_switch_off()
     ray = import_ray()
     own = not ray.is_initialized()
+    if own and not local:
+        _check_reachable(address)
     started = time.monotonic()
     if own:
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
