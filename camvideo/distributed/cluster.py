@@ -57,13 +57,21 @@ def import_ray():
     return ray
 
 
-def _local_switch_off() -> None:
-    """Make Ray keep 127.0.0.1 as the node address (see the module's docstring)."""
-    os.environ[_CLUSTER_SWITCH] = "0"
-    if "ray" in sys.modules:  # imported before we could set it: its constant was read already
-        constants = sys.modules.get("ray._private.ray_constants")
-        if constants is not None:
-            constants.ENABLE_RAY_CLUSTER = False
+def _set_cluster_switch(value: str | None) -> str | None:
+    """Set Ray's cluster mode switch (None: unset); returns what it was.
+
+    "0" makes Ray keep 127.0.0.1 as the node address (see the module's docstring). Ray reads
+    the variable when it is imported; if it was imported before, its constant is set too.
+    """
+    before = os.environ.get(_CLUSTER_SWITCH)
+    if value is None:
+        os.environ.pop(_CLUSTER_SWITCH, None)
+    else:
+        os.environ[_CLUSTER_SWITCH] = value
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = value != "0" if value is not None else sys.platform not in ("darwin", "win32")
+    return before
 
 
 def _check_reachable(address: str) -> None:
@@ -97,8 +105,7 @@ def ray_cluster(
     if address is None:
         address = os.environ.get("RAY_ADDRESS") or "local"
     local = address == "local"
-    if local:
-        _local_switch_off()
+    switch_before = _set_cluster_switch("0") if local else None
     ray = import_ray()
     own = not ray.is_initialized()
     if own and not local:
@@ -114,11 +121,12 @@ def ray_cluster(
                 ray.init(address=address)  # Ray Client: the server side's settings apply
             else:
                 ray.init(address=address, **quiet)
-        except KeyboardInterrupt:
+        except BaseException as err:
             ray.shutdown()
-            raise
-        except Exception as err:  # noqa: BLE001 - Ray's many connection errors: one line
-            ray.shutdown()
+            if local:
+                _set_cluster_switch(switch_before)
+            if not isinstance(err, Exception):  # Ctrl-C while starting
+                raise
             what = "start a local Ray cluster" if local else f"connect to the Ray cluster at {address}"
             raise ClusterError(f"cannot {what} ({' '.join(str(err).split())[:300]})") from err
     try:
@@ -129,3 +137,5 @@ def ray_cluster(
     finally:
         if own:
             ray.shutdown()
+        if local:  # a later connection from this process to a real cluster needs its outward address
+            _set_cluster_switch(switch_before)
