@@ -335,7 +335,7 @@ def main() -> int:
             "-" if name == "startup" else fmt(fps_of(name) / base, 2) + "x",
         ])  # fmt: skip
     print(markdown_table(["run", "what", "frames/s", "min-max", "wall s", "CPU-ms/frame", "cores busy", "steal %",
-                          "vs recipe"], rows))  # fmt: skip
+                          "vs recipe"], rows, align=["l", "l"] + ["r"] * 7))  # fmt: skip
 
     print()
     if stages:
