@@ -385,6 +385,40 @@ def test_every_audio_stream_is_copied_unless_mp4_cannot_hold_it(tmp_path):
     assert sorted((i, pts, data) for pts, i, data in copied) == expected
 
 
+@pytest.mark.parametrize("suffix, kept", [(".mov", False), (".mkv", True), (".mp4", True)])
+def test_audio_the_output_container_cannot_hold_is_left_out_with_a_warning(tmp_path, caplog, suffix, kept):
+    """H.264 + Opus source: MOV cannot hold Opus, so the .mov keeps the video and drops the
+    audio with a warning (it used to fail the whole video); MP4 and Matroska keep it."""
+    source, target = tmp_path / "opus.mkv", tmp_path / f"out{suffix}"
+    with av.open(str(source), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        audio = out.add_stream("libopus", rate=48000)
+        audio.layout = "mono"
+        size = 960
+        for i in range(10):
+            image = np.full((32, 32, 3), i * 20, np.uint8)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            samples = (np.sin(np.arange(size) * 0.05 + i) * 0.3).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(samples[None], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 48000, i * size
+            out.mux(audio.encode(frame))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+    src = FileSource(source)
+    with caplog.at_level("WARNING"), src, Mp4Sink(target, src.info, audio=source, preset="ultrafast") as sink:
+        for frame in src:
+            sink.encode(frame.image, frame.pts, frame.time)
+    with av.open(str(target)) as c:
+        assert len(c.streams.video) == 1 and c.streams.video[0].codec_context.name == "h264"
+        assert sum(1 for _ in c.decode(video=0)) == 10
+        assert [s.codec_context.name for s in c.streams.audio] == (["opus"] if kept else [])
+    warned = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert (warned == []) if kept else (len(warned) == 1 and "opus" in warned[0] and "mov" in warned[0])
+    if kept:
+        assert sorted(b for _, _, b in audio_packets(target)) == sorted(b for _, _, b in audio_packets(source))
+
+
 def test_pts_derived_from_time_when_missing(tmp_path):
     target = tmp_path / "out.mp4"
     info = VideoInfo(width=32, height=32, fps=10.0, time_base=Fraction(1, 1000))

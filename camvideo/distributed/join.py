@@ -71,7 +71,7 @@ def join_video(parts: Sequence[Path], output: Path, time_base: Fraction, audio_f
     muxer = container_format(output)  # .mp4, .mov or .mkv, as Mp4Sink writes it
     temp = temporary_beside(output, output.suffix.lower())
     frames = 0
-    audio = AudioCopier(FileAudio(audio_from), output) if audio_from is not None else None
+    audio = AudioCopier(FileAudio(audio_from), output, muxer) if audio_from is not None else None
     try:
         with av.open(str(parts[0])) as first:
             template = first.streams.video[0]

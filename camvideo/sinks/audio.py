@@ -21,7 +21,7 @@ import av
 from ..errors import InputError
 from .base import describe_os_error
 
-__all__ = ["AudioCopier", "AudioFeed", "FileAudio", "fits_mp4"]
+__all__ = ["AudioCopier", "AudioFeed", "FileAudio", "fits_container"]
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +38,23 @@ class AudioFeed(Protocol):
     def close(self) -> None: ...
 
 
-def fits_mp4(stream: av.stream.Stream) -> bool:
-    """Whether ``stream`` can be copied into an MP4 as it is (tried on an in-memory one).
+def fits_container(stream: av.stream.Stream, format: str = "mp4") -> bool:
+    """Whether ``stream`` can be copied unchanged into a ``format`` container (an FFmpeg
+    muxer name: ``mp4``, ``mov``, ``matroska``), tried on an in-memory one.
 
-    Audio is never re-encoded, so a codec MP4 cannot hold (G.711, some ADPCM, WMA) is
-    left out with a warning instead of failing the whole video at its first frame.
+    Audio is never re-encoded, so a codec the container cannot hold (G.711 or WMA in
+    MP4, Opus in MOV) is left out with a warning instead of failing the whole video at
+    its first frame.
     """
     try:
-        with av.open(io.BytesIO(), mode="w", format="mp4") as probe:
+        with av.open(io.BytesIO(), mode="w", format=format) as probe:
             probe.add_stream_from_template(stream)
             probe.start_encoding()
         return True
     except (av.FFmpegError, ValueError, OSError) as err:
         name = stream.codec_context.name if stream.codec_context else "unknown"
-        log.warning("audio stream #%d (%s) cannot go into an MP4 unchanged, left out (%s)",
-                    stream.index, name, describe_os_error(err))  # fmt: skip
+        log.warning("audio stream #%d (%s) cannot go into a %s file unchanged, left out (%s)",
+                    stream.index, name, format, describe_os_error(err))  # fmt: skip
         return False
 
 
@@ -78,12 +80,13 @@ class FileAudio:
 
 
 class AudioCopier:
-    """Copies a feed's MP4-compatible streams into ``out``, up to a time at each call."""
+    """Copies the streams of a feed that a ``format`` container (FFmpeg muxer name) can
+    hold into ``out``, up to a time at each call."""
 
-    def __init__(self, feed: AudioFeed, what: object) -> None:
+    def __init__(self, feed: AudioFeed, what: object, format: str = "mp4") -> None:
         self._feed: AudioFeed | None = feed
         self._what = what  # for messages: the output's path
-        self.streams = [s for s in feed.streams if fits_mp4(s)]
+        self.streams = [s for s in feed.streams if fits_container(s, format)]
         self._packets: Iterator[av.Packet] | None = feed.packets() if self.streams else None
         self._next: av.Packet | None = None
         self._map: dict[int, av.stream.Stream] = {}
@@ -120,7 +123,7 @@ class AudioCopier:
                 if packet.size == 0:  # demux()'s end-of-stream marker, not data
                     continue
                 if packet.stream.index not in self._map:
-                    continue  # a stream left out (not MP4-compatible)
+                    continue  # a stream left out (the container cannot hold it)
                 self._next = packet
             stamp = packet.pts if packet.pts is not None else packet.dts
             if seconds is not None and stamp is not None and packet.time_base is not None:

@@ -45,7 +45,8 @@ from .encoders import ENCODERS, choose_encoder, configure
 __all__ = ["CONTAINERS", "Mp4Sink", "container_format"]
 
 #: Output extension -> FFmpeg muxer. Each holds H.264 and the audio codecs copied from
-#: the sources (checked per stream by fits_mp4; MOV and Matroska hold at least as many).
+#: the sources that the container can hold (checked per stream by fits_container: MOV
+#: cannot hold Opus, MP4 cannot hold G.711; such a stream is left out with a warning).
 CONTAINERS: dict[str, str] = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 
@@ -151,7 +152,7 @@ class Mp4Sink(Writer):
         audio = self._audio_source
         if audio is not None:
             feed = FileAudio(audio) if isinstance(audio, (str, PathLike)) else audio
-            self._audio = AudioCopier(feed, self.path)
+            self._audio = AudioCopier(feed, self.path, self.format)
         try:
             # FFmpeg creates the file only when the first packet comes out of the encoder:
             # make it now, so a folder we cannot write in (a read-only mount, /proc, ACLs
