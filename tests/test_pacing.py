@@ -11,7 +11,7 @@ import pytest
 
 from camvideo.cli import build_parser
 from camvideo.jobs import LiveOptions, LiveSession
-from camvideo.jobs.pacing import SETTLE_RUNS, EveryAuto, auto_every
+from camvideo.jobs.pacing import DOWN_TO_ONE, SETTLE_RUNS, UP_FROM_ONE, EveryAuto, auto_every
 from tests.live_helpers import CATS, tiny_explainer
 
 
@@ -42,6 +42,46 @@ def test_every_auto_follows_measurements_and_settles() -> None:
     fast.frames([0, 1 / 30])
     fast.model(0.004, frames=2)  # one in-step batch of two frames
     assert fast.choice() == 1
+
+
+def test_every_auto_does_not_flip_at_the_half_frame_boundary_but_still_switches() -> None:
+    """Model time 0.5 frame interval with 20 % jitter: the choice between 1 and 2 used to flip
+    dozens of times in 300 frames (each flip changes torch's thread limit). With the band
+    (down to 1 below 0.4, up from 1 above 0.6) it settles once and stays; a real change
+    (0.3 or 0.7 frame intervals) still switches after the settling runs."""
+    import random
+
+    frame = 1 / 30
+    rng = random.Random(12)
+    for start in (1, 2):
+        auto = EveryAuto(start)
+        auto.frames([i * frame for i in range(10)])
+        choices = []
+        for _ in range(300):
+            auto.model(0.5 * frame * rng.uniform(0.8, 1.2))
+            choices.append(auto.choice())
+        flips = sum(a != b for a, b in zip(choices, choices[1:]))
+        assert flips == 0 and set(choices) == {start}
+    assert (DOWN_TO_ONE, UP_FROM_ONE) == (0.4, 0.6)
+    auto = EveryAuto(2)
+    auto.frames([i * frame for i in range(10)])
+    for _ in range(30):
+        auto.model(0.3 * frame * rng.uniform(0.9, 1.1))
+        auto.choice()
+    assert auto.choice() == 1  # well below the band: in step
+    for _ in range(30):
+        auto.model(0.7 * frame * rng.uniform(0.9, 1.1))
+        auto.choice()
+    assert auto.choice() == 2  # well above it: back in the background
+    runs = 0
+    auto = EveryAuto(1)
+    auto.frames([i * frame for i in range(10)])
+    auto.model(0.3 * frame)
+    while auto.choice() == 1:  # a change across the band waits for the settling runs, like any other
+        auto.model(0.7 * frame)
+        runs += 1
+        assert runs < 50
+    assert runs >= SETTLE_RUNS - 1
 
 
 def test_cli_every_auto_is_the_live_default() -> None:

@@ -15,6 +15,11 @@ Both measurements are exponential moving averages (weight 0.2 per sample) so one
 run (a garbage collection, another user's burst) does not flip the choice; it changes
 only after :data:`SETTLE_RUNS` model runs since the last change, or at once when the
 model has become more than twice as slow or fast as the choice assumed.
+
+The step between 1 and 2 changes torch's thread limit, so it has a band around the half
+frame interval: from ``every > 1`` down to 1 only below :data:`DOWN_TO_ONE` frame
+intervals, from 1 up only above :data:`UP_FROM_ONE` (a model time near the half with some
+jitter flipped the choice every few frames without it).
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["AUTO_START", "EveryAuto", "auto_every"]
+__all__ = ["AUTO_START", "DOWN_TO_ONE", "UP_FROM_ONE", "EveryAuto", "auto_every"]
 
 #: The interval ``auto`` starts with: the model in the background, so frames are shown
 #: from the first one on while the first runs are measured.
 AUTO_START = 2
 HEADROOM = 1.25
 SETTLE_RUNS = 4
+#: The band around the 1 <-> 2 boundary (0.5), in frame intervals of model time.
+DOWN_TO_ONE, UP_FROM_ONE = 0.4, 0.6
 _WEIGHT = 0.2
 
 
@@ -73,8 +80,16 @@ class EveryAuto:
         if self.model_seconds is None or self.frame_seconds is None:
             return self.every
         want = auto_every(self.model_seconds, self.frame_seconds)
+        ratio = self.model_seconds / self.frame_seconds if self.frame_seconds > 0 else 0.0
+        if self.every == 1 and ratio <= UP_FROM_ONE:
+            want = 1  # inside the band: stay in step
+        elif self.every > 1 and want == 1 and ratio >= DOWN_TO_ONE:
+            want = 2  # inside the band: stay in the background
         if want != self.every:
-            far = want > 2 * self.every or 2 * want < self.every or (want == 1) != (self.every == 1)
+            # more than twice as slow or fast as the choice assumed (for the step to or
+            # from 1: twice past the band's edge)
+            far = want > 2 * self.every or 2 * want < self.every
+            far = far or (want == 1 and ratio < DOWN_TO_ONE / 2) or (self.every == 1 and ratio > 2 * UP_FROM_ONE)
             if far or self._runs_since_change >= SETTLE_RUNS:
                 self.every, self._runs_since_change = want, 0
         return self.every
