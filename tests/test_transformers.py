@@ -457,3 +457,84 @@ def test_timm_prefix_tokens_registers_and_distillation(kind: str, prefix: int, m
     assert out.maps.shape == (2, 4, 4)
     want = reference(method, ref, ex.target_layer, x.double(), lambda raw: vit_grid(raw, prefix), out.classes)
     assert_maps_close(out.maps, want)
+
+
+# -- attention probabilities are never a feature map (issue 13 review, P1) -----------------------
+class _SoftmaxAttention(nn.Module):
+    """vit-pytorch style: nn.Softmax then nn.Dropout on the (N, heads, T, T) probabilities."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.norm = nn.LayerNorm(dim)
+        self.attend = nn.Softmax(dim=-1)
+        self.dropout = nn.Dropout(0.0)
+        self.to_qkv = nn.Linear(dim, dim * 3)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, T, C = x.shape
+        q, k, v = self.to_qkv(self.norm(x)).reshape(n, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        attn = self.dropout(self.attend(q @ k.transpose(-2, -1) * self.scale))
+        return self.to_out((attn @ v).transpose(1, 2).reshape(n, T, C))
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attn = _SoftmaxAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
+        return x + self.mlp(self.norm2(x))
+
+
+class _HandViT(nn.Module):
+    """A hand-written ViT (vit-pytorch layout): 32x32 input, 8-pixel patches, class token."""
+
+    def __init__(self, dim: int = 16, depth: int = 2, heads: int = 2, classes: int = 5) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 8, 8)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.zeros(1, 17, dim))
+        self.blocks = nn.ModuleList(_Block(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1) + self.pos
+        for block in self.blocks:
+            t = block(t)
+        return self.head(self.norm(t)[:, 0])
+
+
+def test_hand_written_vit_never_targets_the_attention_probabilities() -> None:
+    ex = explainer(randomise(_HandViT(), seed=21), "gradcam")
+    # the last block's first norm (vit-pytorch keeps it inside its attention module)
+    assert ex.target_layer == "blocks.1.attn.norm"
+    assert (ex.report.layout.kind, ex.report.layout.prefix) == ("tokens", 1)
+    assert ex.explain(frames(22, h=32, w=32)).maps.shape == (2, 4, 4)  # the patch grid, not 17x17
+
+
+@pytest.mark.parametrize("name", ["cait", "vit_unfused"])
+def test_timm_attention_probabilities_are_never_the_target(name: str, monkeypatch) -> None:
+    timm = pytest.importorskip("timm")
+    if name == "cait":
+        net = timm.create_model("cait_xxs24_224", pretrained=False, num_classes=5, img_size=32, patch_size=8, depth=2)
+        # the documented rule: the last norm whose patch tokens reach the logits, here the
+        # first norm of the last class-attention block, where the class token reads the patches
+        want = "blocks_token_only.1.norm1"
+    else:
+        from timm.models.vision_transformer import VisionTransformer
+
+        net = VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=5)
+        for module in net.modules():  # what TIMM_FUSED_ATTN=0 does
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = False
+        want = "blocks.1.norm1"
+    ex = explainer(randomise(net, seed=23), "gradcam")
+    assert ex.target_layer == want
+    assert ex.explain(frames(24, h=32, w=32)).maps.shape == (2, 4, 4)

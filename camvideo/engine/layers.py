@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .rollout import attention_modules
 from .tokens import TokenLayout, classify_output, map_side
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -87,17 +88,24 @@ def inspect_model(model: nn.Module, example: torch.Tensor, layer: str | None = N
     # small vectors (inputs/outputs of modules) that could be a pooled copy of the target
     small: list[tuple[int, str, torch.Tensor, torch.Tensor | None]] = []
     grid: list[tuple[int, int] | None] = [None]  # the latest map's (h, w): the patch grid of tokens after it
+    tokens: list[int | None] = [None]  # the latest token sequence's length T
+    # Modules inside an attention module (its softmax, attn_drop, q/k norms) output
+    # attention internals such as the (N, heads, T, T) probabilities, never a feature map.
+    inside_attention = tuple(f"{n}." for n, _ in attention_modules(model) if n)
     handles = []
 
     def hook(module: nn.Module, inputs: tuple, output: object) -> None:
         name = names[module]
-        if not name or not isinstance(output, torch.Tensor):
+        if not name or not isinstance(output, torch.Tensor) or name.startswith(inside_attention):
             return
         inp = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-        layout = None if isinstance(module, _POOLS) else classify_output(output, side, grid[0], model)
+        skip = isinstance(module, _POOLS)
+        layout = None if skip else classify_output(output, side, grid[0], model, tokens[0])
         if layout is not None:
             if layout.kind != "tokens":
                 grid[0] = map_side(output, layout)
+            else:
+                tokens[0] = int(output.shape[1])
             fmap = layout.to_map(output, hw)
             # The spatial mean now, not later: an in-place op downstream (DenseNet's
             # F.relu(features, inplace=True)) would change ``output`` in place.

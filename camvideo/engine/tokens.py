@@ -96,19 +96,28 @@ def is_square_map(shape: torch.Size) -> bool:
 
 
 def classify_output(
-    output: torch.Tensor, input_side: int, grid: tuple[int, int] | None, model: nn.Module | None = None
+    output: torch.Tensor,
+    input_side: int,
+    grid: tuple[int, int] | None,
+    model: nn.Module | None = None,
+    tokens: int | None = None,
 ) -> TokenLayout | None:
     """The layout of one module output in the dry run on a square ``input_side`` input, or None.
 
     ``grid`` is the (h, w) of the latest map seen before this output (the patch
     embedding's, for a ViT). A 4-D output is channels-first when its last two sides are
     equal, channels-last when the middle two are (ambiguous (N, h, h, h) counts as
-    channels-first); attention tensors (N, heads, T, d) are neither. A 3-D (N, T, C)
+    channels-first); attention tensors (N, heads, T, d) are neither, and neither are
+    attention probabilities (N, heads, T, T) over the ``tokens`` of the latest token
+    sequence (T == ``tokens``), nor their (N, T, T, heads) permutation: they are square,
+    but not a map. A 3-D (N, T, C)
     output is a token sequence when T = P + h·w for the latest grid with 0 <= P <=
     :data:`MAX_PREFIX` (or exactly the model's ``num_prefix_tokens``, timm's attribute).
     """
     shape = output.shape
     if output.dim() == 4:
+        if tokens is not None and (shape[2] == shape[3] == tokens or shape[1] == shape[2] == tokens):
+            return None  # token-to-token attention (N, heads, T, T), or (N, T, T, heads) (CaiT's talking heads)
         if is_square_map(shape):
             return TokenLayout("map")
         if shape[1] == shape[2] and shape[1] > 1:
