@@ -21,6 +21,7 @@ import pytest
 from camvideo.cli.desktop import (
     PACKAGES,
     check_platform_libraries,
+    check_x_display,
     elf_dynamic,
     missing_libraries,
     platforms_tried,
@@ -168,3 +169,57 @@ def test_cli_refuses_in_one_line_when_a_library_is_missing(tmp_path) -> None:
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("camvideo: error: the desktop app cannot start"), done.stderr
     assert "libxcb-cursoX.so.0" in lines[0] and "Traceback" not in done.stderr
+
+
+def unused_display() -> str:
+    """A display number with no X server: no socket file, no lock, no abstract socket."""
+    try:
+        sockets = Path("/proc/net/unix").read_text(errors="replace")
+    except OSError:
+        sockets = ""
+    for n in range(171, 400):
+        if not any(Path(p).exists() for p in (f"/tmp/.X11-unix/X{n}", f"/tmp/.X{n}-lock")) \
+                and f"/tmp/.X11-unix/X{n}\n" not in sockets:  # fmt: skip
+            return f":{n}"
+    pytest.skip("no unused X display number")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 on Linux")
+def test_cli_refuses_a_display_where_no_x_server_answers(tmp_path) -> None:
+    """DISPLAY set but nothing there: Qt used to abort (rc 134) with a message about xcb-cursor."""
+    display = unused_display()
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+    env |= {"DISPLAY": display, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path)}
+    done = subprocess.run(["camvideo", "live", "sample", "--duration", "2"], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    if lines and "the desktop app cannot start" in lines[0]:
+        pytest.skip("Qt's xcb libraries are missing here (the library check's case)")
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"camvideo: error: cannot connect to the X display {display} ("), done.stderr
+    assert "QT_QPA_PLATFORM=offscreen" in lines[0] and "Traceback" not in done.stderr
+    # offscreen, a Wayland-first session or no DISPLAY are not this check's business
+    check_x_display({"DISPLAY": display, "QT_QPA_PLATFORM": "offscreen"})
+    check_x_display({"DISPLAY": display, "WAYLAND_DISPLAY": "wayland-0", "XDG_SESSION_TYPE": "wayland"})
+    check_x_display({})
+    with pytest.raises(CamvideoError, match="cannot connect to the X display"):
+        check_x_display({"DISPLAY": display, "QT_QPA_PLATFORM": "xcb"})
+    check_x_display({"DISPLAY": display}, library=NO_SUCH_LIBRARY)  # no libxcb: the library check says so
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed")
+@pytest.mark.timeout(120)
+def test_a_running_xvfb_display_passes_the_x_check() -> None:
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+                              pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    os.close(write)
+    try:
+        with os.fdopen(read) as ready:
+            number = ready.readline().strip()  # written once the server accepts connections
+        assert number.isdigit(), "Xvfb did not start"
+        check_x_display({"DISPLAY": f":{number}"})
+        check_x_display({"DISPLAY": f":{number}", "QT_QPA_PLATFORM": "xcb"})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -290,3 +290,57 @@ def check_platform_libraries(
         # the platform the user most likely needs to fix: xcb when it was tried, else the first
         platform, missing = next((f for f in failures if f[0] == "xcb"), failures[0])
         raise CamvideoError(missing_message(platform, missing, package_family(os_release)))
+
+
+#: xcb_connection_has_error() codes (xcb.h), for the message.
+XCB_ERRORS = {
+    1: "no X server answers there",
+    2: "an extension it needs is missing",
+    3: "out of memory",
+    4: "a request too long",
+    5: "the display name cannot be parsed",
+    6: "no such screen on that server",
+    7: "file descriptor passing failed",
+}
+
+
+def check_x_display(environ: Mapping[str, str] | None = None, library: str = "libxcb.so.1") -> None:
+    """Raise :class:`CamvideoError` (exit 2) when Qt will use xcb and no X server answers at DISPLAY.
+
+    ``DISPLAY`` being set says nothing about a server being there (a closed ssh -X session,
+    a stopped Xvfb): Qt's xcb plugin then aborts the process (SIGABRT) with a message about
+    xcb-cursor. Connecting with libxcb itself (:func:`ctypes.CDLL`, no Qt) tells. Call it
+    after :func:`check_platform_libraries`: a missing ``libxcb.so.1`` is that check's case,
+    and passes this one.
+    """
+    environ = os.environ if environ is None else environ
+    display = environ.get("DISPLAY", "")
+    platforms = platforms_tried(environ)
+    if not display or not platforms or platforms[0] != "xcb":
+        return
+    if not sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        return
+    try:
+        xcb = ctypes.CDLL(library)
+    except OSError:
+        return
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    xcb.xcb_connection_has_error.restype = ctypes.c_int
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.restype = None
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    # the name from environ, not libxcb's own getenv: the same thing in the CLI, testable
+    connection = xcb.xcb_connect(display.encode(), None)
+    try:
+        error = xcb.xcb_connection_has_error(connection) if connection else 1
+    finally:
+        if connection:
+            xcb.xcb_disconnect(connection)  # also frees the error connection libxcb hands back
+    if error:
+        why = XCB_ERRORS.get(error, f"xcb error {error}")
+        raise CamvideoError(
+            f"cannot connect to the X display {display} ({why}); start the app on a running desktop "
+            f"(or ssh -X), or set QT_QPA_PLATFORM=offscreen to run without a window (with --duration and "
+            f"--snapshot or --record)"
+        )

@@ -5,7 +5,7 @@ missing camera, an unreachable stream, a wrong class name or an unusable output 
 ends with one ``camvideo: error: ...`` line and no window. Without a display (and no
 ``QT_QPA_PLATFORM`` set) the command says so instead of letting Qt abort; so it does
 when a system library of Qt's platform plugin is missing (:mod:`.desktop`), with the
-command that installs it.
+command that installs it, and when no X server answers at ``DISPLAY``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import CamvideoError, OutputError
-from .desktop import check_platform_libraries
+from .desktop import check_platform_libraries, check_x_display
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -71,6 +71,7 @@ def run_live(args: argparse.Namespace) -> int:
         raise OutputError(f"{snapshot}: --snapshot and --record are the same file")
     check_display()
     check_platform_libraries()  # Qt would abort (SIGABRT) on a missing plugin library
+    check_x_display()  # ... and on a DISPLAY where no X server answers
     source = open_live_source(args.source, loop=args.loop)
     try:
         spec = args.source
