@@ -160,6 +160,16 @@ def test_unknown_timm_name_says_so() -> None:
         load_model("timm:vit_tiny_patch16_2244")
 
 
+def test_timm_backbone_without_classifier_head_is_refused() -> None:
+    # DINO's ViT-S is a feature backbone (num_classes 0, an Identity head): explaining its
+    # features as classes would draw maps of "class 17" that mean nothing
+    pytest.importorskip("timm")
+    with pytest.raises(ModelError) as err:
+        load_model("timm:vit_small_patch16_224.dino", pretrained=False)
+    want = "timm:vit_small_patch16_224.dino has no classifier head (a feature backbone); camvideo explains classifiers"
+    assert str(err.value) == want
+
+
 def test_timm_vit_keeps_the_aspect_by_interpolating_position_embeddings() -> None:
     pytest.importorskip("timm")
     spec = load_model("timm:test_vit", pretrained=False)

@@ -11,7 +11,9 @@ shows the whole frame.
 ViTs are built with ``dynamic_img_size=True`` (and ``dynamic_img_pad=True``) where the
 model takes it: they then interpolate their position embeddings, so frames keep their
 aspect ratio (the engine's 16:9 probe confirms it); other models with
-``fixed_input_size`` get squashed frames.
+``fixed_input_size`` get squashed frames. Feature backbones (``num_classes == 0`` or an
+``nn.Identity`` classifier, e.g. ``vit_small_patch16_224.dino``) are refused: camvideo
+explains classifiers.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def timm_parts(name: str, weights: str | os.PathLike | None, pretrained: bool) -
             f"cannot download timm's weights for {name} ({type(err).__name__}); offline, pass --weights PATH "
             "(a local state dict of this model)"
         ) from None
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if getattr(model, "num_classes", None) == 0 or isinstance(head, nn.Identity):
+        # its outputs are features, not class scores: a map "for class 17" would mean nothing
+        raise ModelError(f"{PREFIX}{name} has no classifier head (a feature backbone); camvideo explains classifiers")
     if weights is not None:
         _load_state_dict(model, weights)
     from timm.data import resolve_data_config
