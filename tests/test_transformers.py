@@ -538,3 +538,14 @@ def test_timm_attention_probabilities_are_never_the_target(name: str, monkeypatc
     ex = explainer(randomise(net, seed=23), "gradcam")
     assert ex.target_layer == want
     assert ex.explain(frames(24, h=32, w=32)).maps.shape == (2, 4, 4)
+
+
+def test_explainer_without_a_method_is_auto_on_a_vit() -> None:
+    # the Python default is "auto", as on the command line: cam is refused on a class-token
+    # head, so a ViT built with no method named gets gradcam instead of an error
+    ex = Explainer(model=tiny_vit(seed=25), device="cpu", class_names=NAMES, input_size=32)
+    assert ex.method == "gradcam"
+    assert ex.explain(frames(26, h=32, w=32)).maps.shape == (2, 4, 4)
+    from camvideo.distributed.worker import ModelSpec
+
+    assert ModelSpec().method == "auto"

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..engine import Explainer
 from ..errors import CamvideoError, InputError, OutputError
+from ..options import AUTO_METHOD
 from ..jobs import AnnotateSettings, FrameAnnotator, VideoJob, annotate_video, check_output
 from ..pipeline import Pipeline
 from ..render import Renderer, TemporalSmoother
@@ -46,7 +47,7 @@ class ModelSpec:
     """How each worker builds its :class:`~camvideo.engine.Explainer` (as ``camvideo annotate``)."""
 
     model: Any = "efficientnet_lite0"  # a registry name, or an nn.Module (pickled to the workers)
-    method: str = "cam"
+    method: str = AUTO_METHOD  # cam where it is exact, else gradcam (as ``camvideo annotate``)
     layer: str | None = None
     device: str = "auto"
     weights: str | None = None  # a path every worker can read

@@ -79,8 +79,9 @@ class Explainer:
     ``layer`` is a dotted module name or None (found by one dry run: the last module with a
     spatial output, or on a ViT whose head reads the class token the last block's first
     norm; see :mod:`camvideo.engine.layers`). ViT tokens and Swin's channels-last maps are
-    laid on the image grid by the capture (``report.layout``). ``method=None`` picks
-    ``cam`` where it is exact and ``gradcam`` elsewhere.
+    laid on the image grid by the capture (``report.layout``). ``method`` defaults to
+    ``"auto"`` (as on the command line; ``None`` is the same): ``cam`` where it is exact
+    (a global-average-pooled linear head) and ``gradcam`` elsewhere (a ViT's class token).
     The model is put in ``eval()`` mode and moved to ``device``; ``precision`` (fp32,
     fp16, bf16) is the model's dtype; maps are always float32. ``compile=True`` runs the
     forward passes through ``torch.compile`` (static shapes: one compilation per input size).
@@ -93,7 +94,7 @@ class Explainer:
     def __init__(
         self,
         model: str | nn.Module = DEFAULT_MODEL,
-        method: str | None = "cam",
+        method: str | None = AUTO_METHOD,
         layer: str | None = None,
         device: str | torch.device = "auto",
         *,
