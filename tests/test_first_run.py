@@ -149,6 +149,31 @@ def run_without_torch(args: list[str], cwd: Path) -> tuple[int, str, bool]:
     return done.returncode, done.stderr.strip(), "TORCH True" in done.stdout
 
 
+@pytest.mark.parametrize("flag", ["-o", "--jsonl", "--maps", "--report"])
+def test_an_existing_output_is_refused_before_the_model_loads(tmp_path: Path, flag: str) -> None:
+    name = {"-o": "taken.mp4", "--jsonl": "taken.jsonl", "--maps": "taken.npz", "--report": "taken.png"}[flag]
+    (tmp_path / name).write_bytes(b"precious")
+    args = ["annotate", str(SAMPLE), flag, name] + (["-o", "out.mp4"] if flag != "-o" else [])
+    code, stderr, torch_loaded = run_without_torch(args, tmp_path)
+    assert code == 2 and len(stderr.splitlines()) == 1, stderr
+    assert stderr == f"camvideo: error: {name}: already exists (use --overwrite to replace it)"
+    assert not torch_loaded
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name] and (tmp_path / name).read_bytes() == b"precious"
+
+
+def test_a_folder_run_still_reports_an_existing_output_and_goes_on(tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    short_clip_with_audio(folder / "a.mp4")
+    short_clip_with_audio(folder / "b.mp4")
+    (out / "a.cam.mp4").write_bytes(b"precious")
+    done = camvideo("annotate", str(folder), "-o", str(out), "-q", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "a.cam.mp4: already exists" in done.stderr and "1 of 2 videos failed" in done.stderr
+    assert (out / "a.cam.mp4").read_bytes() == b"precious" and len(frames(out / "b.cam.mp4")) > 0
+
+
 @pytest.mark.parametrize("what", ["text", "missing", "avi", "report_not_png"])
 def test_bad_inputs_are_refused_before_the_model_loads(tmp_path: Path, what: str) -> None:
     (tmp_path / "notes.txt").write_text("hello\n")

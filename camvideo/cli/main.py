@@ -303,6 +303,10 @@ def _annotate(args: argparse.Namespace) -> int:
                 raise OutputError(f"{path}: the report is a PNG picture; give a name ending in .png")
         _check_report_extra()
     if len(inputs) == 1 and isinstance(inputs[0], Path):  # a folder run reports each bad file and goes on
+        if not args.overwrite:  # the same refusal as the job's, before the model loads (seconds)
+            for path in (outputs[0], jsonls[0], maps[0], reports[0]):
+                if path is not None and path.exists():
+                    raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
         with FileSource(inputs[0]):  # opens the container and decodes the first frame
             pass
 
