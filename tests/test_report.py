@@ -135,6 +135,27 @@ def test_thumbnails_are_the_overlay_at_regular_times(drawn) -> None:
         assert np.abs(drawn_thumb - wrong).mean() > 2 * np.abs(drawn_thumb - reference).mean()
 
 
+def test_a_one_frame_video_draws_its_points(tmp_path) -> None:
+    """One frame: a line through a single point draws nothing; the report marks it."""
+    result = synthetic_results()[0]  # class 3 at 0.8 (C0), class 7 at 0.1 (C1); heat at (0.5/13, 5.5/7)
+    with ReportWriter(tmp_path / "one.cam.report.png", NAMES, title="one") as writer:
+        writer.write(result)
+    image = cv2.cvtColor(cv2.imread(str(writer.path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert [c for c, _ in writer.top_classes()][:2] == [3, 7]
+    x0, y0, x1, y1 = writer.panels["timeline"]
+    panel = image[y0:y1, x0:x1]
+    for name, probability in (("C0", 0.8), ("C1", 0.1)):
+        rows, _ = np.nonzero(colour_mask(panel, TAB10[name], tol=20))
+        assert len(rows) > 15, name  # a marker, not an invisible zero-length line
+        assert 1 - rows.mean() / panel.shape[0] == pytest.approx(probability, abs=0.05), name
+    x0, y0, x1, y1 = writer.panels["heat"]
+    panel = image[y0:y1, x0:x1]
+    for name, centre in (("C0", 0.5 / 13), ("C3", 5.5 / 7)):
+        rows, _ = np.nonzero(colour_mask(panel, TAB10[name], tol=20))
+        assert len(rows) > 15, name
+        assert 1 - rows.mean() / panel.shape[0] == pytest.approx(centre, abs=0.05), name
+
+
 def test_abort_leaves_nothing(tmp_path) -> None:
     writer = ReportWriter(tmp_path / "x.report.png", NAMES)
     writer.write(synthetic_results()[0])

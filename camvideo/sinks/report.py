@@ -33,6 +33,7 @@ from .base import Writer, describe_os_error, temporary_beside
 __all__ = ["ReportWriter", "heat_centre", "report_path"]
 
 THUMB_WIDTH = 240  # pixels of each kept thumbnail (drawn smaller or equal)
+FEW_FRAMES = 20  # up to this many frames, each is marked on the plots (a 1-frame line draws nothing)
 
 
 def report_path(video: Path) -> Path:
@@ -205,10 +206,12 @@ class ReportWriter(Writer):
         span = f"{times[0]:.1f}-{times[-1]:.1f} s" if frames else "no frames"
         fig.suptitle(f"{self.title}: {frames} frames, {span}", fontsize=12)
 
+        # a line through one frame (or a few) is nothing to see: mark each frame then
+        points = {"marker": "o", "markersize": 5} if frames <= FEW_FRAMES else {}
         timeline = fig.add_subplot(grid[0])
         for k, (c, series) in enumerate(self.top_classes()):
             name = self.class_names[c] if 0 <= c < len(self.class_names) else str(c)
-            timeline.plot(times, series, color=f"C{k}", lw=1.6, label=f"{name} (mean {series.mean():.0%})")
+            timeline.plot(times, series, color=f"C{k}", lw=1.6, label=f"{name} (mean {series.mean():.0%})", **points)
         timeline.set_ylim(0, 1)
         timeline.set_ylabel("probability")
         timeline.set_title("top classes over time", fontsize=10, loc="left")
@@ -217,8 +220,8 @@ class ReportWriter(Writer):
 
         heat = fig.add_subplot(grid[1], sharex=timeline)
         centres = self._centres.rows
-        heat.plot(times, centres[:, 0], color="C0", lw=1.6, label="x (0 left, 1 right)")
-        heat.plot(times, centres[:, 1], color="C3", lw=1.6, label="y (0 top, 1 bottom)")
+        heat.plot(times, centres[:, 0], color="C0", lw=1.6, label="x (0 left, 1 right)", **points)
+        heat.plot(times, centres[:, 1], color="C3", lw=1.6, label="y (0 top, 1 bottom)", **points)
         heat.set_ylim(0, 1)
         heat.set_ylabel("centre of heat")
         heat.set_xlabel("time (s)")
