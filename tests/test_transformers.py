@@ -549,3 +549,57 @@ def test_explainer_without_a_method_is_auto_on_a_vit() -> None:
     from camvideo.distributed.worker import ModelSpec
 
     assert ModelSpec().method == "auto"
+
+
+def timm_rollout_reference(ref: nn.Module, x64: torch.Tensor) -> torch.Tensor:
+    """R (T, T) in float64 for one image, by hand from timm's blocks (attention from qkv)."""
+    with torch.no_grad():
+        t = ref.norm_pre(ref.patch_drop(ref._pos_embed(ref.patch_embed(x64))))
+        R = torch.eye(t.shape[1], dtype=torch.float64)
+        for block in ref.blocks:
+            attn = block.attn
+            y = block.norm1(t)
+            n, T, C = y.shape
+            qkv = attn.qkv(y).reshape(n, T, 3, attn.num_heads, C // attn.num_heads).permute(2, 0, 3, 1, 4)
+            a = torch.softmax(attn.q_norm(qkv[0]) @ attn.k_norm(qkv[1]).transpose(-2, -1) * attn.scale, dim=-1)
+            R = ((a.mean(dim=1)[0] + torch.eye(T, dtype=torch.float64)) / 2) @ R
+            t = t + block.ls1(attn.proj(attn.norm((a @ qkv[2]).transpose(1, 2).reshape(n, T, C))))
+            t = t + block.ls2(block.mlp(block.norm2(t)))
+    return R
+
+
+@pytest.mark.parametrize("kind", ["map_pool", "registers_no_class_token"])
+def test_rollout_prefix_comes_from_the_model_not_the_target_layer(kind: str) -> None:
+    # attention-pooled heads (target attn_pool.kv, whose input has no prefix) and register
+    # tokens without a class token: the P prefix tokens come from the model, and with no
+    # class token the map is the mean of the patch tokens' rows of R over the patch columns
+    pytest.importorskip("timm")
+    from timm.models.vision_transformer import VisionTransformer
+
+    kw = dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=5, class_token=False)
+    extra = dict(global_pool="map") if kind == "map_pool" else dict(reg_tokens=4, global_pool="avg")
+    net = randomise(VisionTransformer(**kw, **extra), seed=27)
+    prefix = net.num_prefix_tokens
+    assert prefix == (0 if kind == "map_pool" else 4)
+    ref = float64_copy(net)
+    ex = explainer(net, "rollout")
+    x = ex.preprocess(frames(28, n=1, h=32, w=32))
+    out = ex.explain(x)
+    R = timm_rollout_reference(ref, x.double())
+    want = R[prefix:, prefix:].mean(dim=0).reshape(1, 4, 4)
+    assert_maps_close(out.maps, want.numpy(), rtol=1e-5)
+
+
+def test_rollout_with_a_class_token_under_a_map_pool_uses_the_patch_rows() -> None:
+    # the class token is there (P = 1) but the head pools the patches by attention and never
+    # reads it: the map is the patch rows' mean, over the patch columns
+    pytest.importorskip("timm")
+    from timm.models.vision_transformer import VisionTransformer
+
+    kw = dict(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=5)
+    net = randomise(VisionTransformer(global_pool="map", **kw), seed=29)
+    ref = float64_copy(net)
+    ex = explainer(net, "rollout")
+    x = ex.preprocess(frames(30, n=1, h=32, w=32))
+    R = timm_rollout_reference(ref, x.double())
+    assert_maps_close(ex.explain(x).maps, R[1:, 1:].mean(dim=0).reshape(1, 4, 4).numpy(), rtol=1e-5)

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import ModelError
 from ..options import canonical_method
 from .layers import LayerReport, resolve_module
-from .rollout import AttentionRecorder, attention_modules, rollout, rollout_rows
+from .rollout import AttentionRecorder, attention_modules, rollout, rollout_rows, sequence_prefix
 
 Selector = Callable[[torch.Tensor], torch.Tensor]  # logits (N, C) -> class indices (N, T)
 
@@ -291,7 +291,9 @@ class AttentionRollout(CAMMethod):
 
     Ã_l = (Â_l + I) / rowsum(Â_l + I) with Â_l block l's attention averaged over heads;
     R = Ã_L ⋯ Ã_1; the map is the class token's row R[0, P:] over the patch tokens, on
-    their grid. Gradient-free and class-agnostic (every target gets the same map); see
+    their grid; where the head reads no class token (none, or a pool over the patches),
+    the patch rows' mean, mean_{i>=P} R[i, P:]. P comes from the model (timm's
+    ``num_prefix_tokens``), else from the target layer's layout. Gradient-free and class-agnostic (every target gets the same map); see
     :mod:`camvideo.engine.rollout` for how the attention is captured.
     """
 
@@ -304,6 +306,9 @@ class AttentionRollout(CAMMethod):
                 f"{type(model).__name__} has none at {report.target!r}; use method 'gradcam'"
             )
         super().__init__(model, report, runner)
+        found = sequence_prefix(model)
+        prefix = report.layout.prefix
+        self.prefix, self.class_token = found if found is not None else (prefix, prefix > 0)
         self.recorder = AttentionRecorder(model)
 
     def close(self) -> None:
@@ -316,9 +321,17 @@ class AttentionRollout(CAMMethod):
             self._take_output()  # not needed: the attentions are
         classes = select(logits)  # outside inference mode, as in the base class
         with torch.inference_mode():
-            prefix = self.report.layout.prefix
-            rows = rollout_rows(rollout(attentions), prefix)
-            h, w = self.report.layout.grid(rows.shape[1], (int(x.shape[-2]), int(x.shape[-1])))
+            R = rollout(attentions)
+            if R.shape[-1] <= self.prefix:
+                raise ModelError(f"rollout: {R.shape[-1]} attended tokens but {self.prefix} prefix tokens; use gradcam")
+            rows = rollout_rows(R, self.prefix, self.class_token)
+            try:
+                h, w = self.report.layout.grid(rows.shape[1], (int(x.shape[-2]), int(x.shape[-1])))
+            except ModelError:
+                raise ModelError(
+                    f"rollout: the attention runs over {R.shape[-1]} tokens, which are not {self.prefix} prefix "
+                    "tokens and a patch grid; use gradcam"
+                ) from None
             maps = rows.reshape(-1, 1, h, w).expand(-1, classes.shape[1], h, w).contiguous()
         return maps, logits, classes
 

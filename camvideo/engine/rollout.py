@@ -7,8 +7,11 @@ the identity and renormalising the rows:
     Ã_l = (Â_l + I) / rowsum(Â_l + I),      R = Ã_L · Ã_(L-1) · … · Ã_1,
 
 and the map is the class token's row of R over the patch tokens, ``R[0, P:]`` laid on the
-patch grid (P = prefix tokens; a model without a prefix token gets the mean of the patch
-tokens' rows). :class:`AttentionRecorder` captures every block's attention with hooks,
+patch grid. P (the prefix tokens: class, distillation, register tokens) and whether the
+head reads a class token are the model's (:func:`sequence_prefix`), not the target
+layer's: an attention-pooled head's target sees the patches only. Where the head reads
+no class token (none, or an average/attention pool over the patches), the map is the
+mean of the patch tokens' rows, ``mean_i R[i, P:]`` over i >= P. :class:`AttentionRecorder` captures every block's attention with hooks,
 during the calls it is asked to record only:
 
 * torchvision's ``nn.MultiheadAttention`` is called by ``EncoderBlock`` with
@@ -118,6 +121,19 @@ def rollout(attentions: list[torch.Tensor]) -> torch.Tensor:
     return result
 
 
-def rollout_rows(R: torch.Tensor, prefix: int) -> torch.Tensor:
-    """The class token's row over the patch tokens (N, T - P); the patch rows' mean without one."""
-    return R[:, 0, prefix:] if prefix > 0 else R.mean(dim=1)
+def sequence_prefix(model: nn.Module) -> tuple[int, bool] | None:
+    """(P prefix tokens of the attention sequence, does the head read the class token at 0),
+    from the model: torchvision's ViT (a class token, read by the head), timm's
+    ``num_prefix_tokens`` with ``cls_token`` and ``global_pool == "token"``; None if unknown."""
+    if isinstance(getattr(model, "class_token", None), nn.Parameter) and hasattr(model, "encoder"):
+        return 1, True  # torchvision VisionTransformer
+    prefix = getattr(model, "num_prefix_tokens", None)
+    if isinstance(prefix, int):
+        has_class = getattr(model, "cls_token", None) is not None and prefix > 0
+        return prefix, has_class and getattr(model, "global_pool", "token") == "token"
+    return None
+
+
+def rollout_rows(R: torch.Tensor, prefix: int, class_token: bool) -> torch.Tensor:
+    """(N, T - P) over the patch tokens: the class token's row, else the patch rows' mean."""
+    return R[:, 0, prefix:] if class_token else R[:, prefix:, prefix:].mean(dim=1)
