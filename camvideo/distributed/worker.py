@@ -27,8 +27,8 @@ from typing import Any
 
 from ..engine import Explainer
 from ..errors import CamvideoError, InputError, OutputError
-from ..options import AUTO_METHOD
 from ..jobs import AnnotateSettings, FrameAnnotator, VideoJob, annotate_video, check_output
+from ..options import AUTO_METHOD
 from ..pipeline import Pipeline
 from ..render import Renderer, TemporalSmoother
 from ..sinks import JsonlWriter, MapsWriter, Mp4Sink, close_together

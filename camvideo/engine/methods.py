@@ -147,7 +147,7 @@ class CAM(CAMMethod):
         self.weight = resolve_module(model, report.cam_linear).weight
         self.norm = resolve_module(model, report.cam_norm) if report.cam_norm else None
 
-    def compute(self, A, logits, classes, x):
+    def compute(self, A: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.detach().float()
         if self.norm is None:
             return torch.einsum("ntk,nkhw->nthw", w[classes], A)
@@ -165,7 +165,7 @@ class _GradientMethod(CAMMethod):
 
     uses_gradients = True
 
-    def __call__(self, x, select):
+    def __call__(self, x: torch.Tensor, select: Selector) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.inference_mode(False), torch.enable_grad(), _frozen(self.model):
             if x.is_inference():
                 x = x.clone()
@@ -192,7 +192,7 @@ class GradCAM(_GradientMethod):
 
     name = "gradcam"
 
-    def formula(self, A, g):
+    def formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return F.relu(torch.einsum("nk,nkhw->nhw", g.mean(dim=(2, 3)), A))
 
 
@@ -204,7 +204,7 @@ class HiResCAM(_GradientMethod):
 
     name = "hirescam"
 
-    def formula(self, A, g):
+    def formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return F.relu((g * A).sum(1))
 
 
@@ -217,7 +217,7 @@ class GradCAMPlusPlus(_GradientMethod):
 
     name = "gradcam++"
 
-    def formula(self, A, g):
+    def formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         g2 = g * g
         denom = 2 * g2 + A.sum(dim=(2, 3), keepdim=True) * g2 * g
         alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
@@ -230,7 +230,7 @@ class LayerCAM(_GradientMethod):
 
     name = "layercam"
 
-    def formula(self, A, g):
+    def formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return F.relu((F.relu(g) * A).sum(1))
 
 
@@ -247,7 +247,7 @@ class ScoreCAM(CAMMethod):
         super().__init__(model, report, runner)
         self.chunk = max(1, int(chunk))
 
-    def compute(self, A, logits, classes, x):
+    def compute(self, A: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n, k = A.shape[:2]
         masks = F.interpolate(A, size=x.shape[-2:], mode="bilinear", align_corners=False)
         lo = masks.amin(dim=(2, 3), keepdim=True)
@@ -273,7 +273,7 @@ class EigenCAM(CAMMethod):
 
     name = "eigencam"
 
-    def compute(self, A, logits, classes, x):
+    def compute(self, A: torch.Tensor, logits: torch.Tensor, classes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n, k, h, w = A.shape
         flat = A.reshape(n, k, h * w).transpose(1, 2)  # (N, hw, K)
         centred = flat - flat.mean(dim=1, keepdim=True)
@@ -315,7 +315,7 @@ class AttentionRollout(CAMMethod):
         self.recorder.close()
         super().close()
 
-    def __call__(self, x, select):
+    def __call__(self, x: torch.Tensor, select: Selector) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.inference_mode(), self.recorder.recording() as attentions:
             logits = self._forward(x)
             self._take_output()  # not needed: the attentions are
