@@ -85,8 +85,8 @@ class ModelSpec:
 
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet-1k class names (torchvision's weight metadata, as a text file
-    beside this module: importing torchvision for them cost the default model's start-up
-    ~0.4 s; tested equal to torchvision's)."""
+    beside this module, so the default model's start-up imports no torchvision: see
+    benchmarks/bench_levers.py; tested equal to torchvision's)."""
     text = (Path(__file__).resolve().parent / "imagenet_classes.txt").read_text(encoding="utf-8")
     return text.splitlines()
 
