@@ -56,11 +56,11 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The checkout's own camvideo, not an older installed copy (``pip install .`` copies it).
@@ -70,19 +70,27 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import SAMPLES, fmt, machine_facts, markdown_table, median, run_in_thread, say  # noqa: E402
 
 import camvideo  # noqa: E402
-from _common import SAMPLES, fmt, machine_facts, markdown_table, median, run_in_thread, say  # noqa: E402
 from camvideo import Explainer, Renderer  # noqa: E402
-from camvideo.jobs import (  # noqa: E402
-    AnnotateReport, AnnotateSettings, VideoJob, annotate_many, annotate_video, default_batch_size, resolve_hwaccel,
-)
-from camvideo.jobs import FrameAnnotator  # noqa: E402
-from camvideo.sinks import choose_encoder  # noqa: E402
 from camvideo.engine.explainer import resolve_device  # noqa: E402
+from camvideo.jobs import (  # noqa: E402
+    AnnotateReport,
+    AnnotateSettings,
+    FrameAnnotator,  # noqa: E402
+    VideoJob,
+    annotate_many,
+    annotate_video,
+    default_batch_size,
+    resolve_hwaccel,
+)
 from camvideo.pipeline import Pipeline  # noqa: E402
-from camvideo.sinks import Mp4Sink  # noqa: E402
 from camvideo.render import TemporalSmoother  # noqa: E402
+from camvideo.sinks import (
+    Mp4Sink,  # noqa: E402
+    choose_encoder,  # noqa: E402
+)
 from camvideo.sources import FileSource  # noqa: E402
 from camvideo.types import Frame, VideoInfo  # noqa: E402
 
@@ -135,7 +143,9 @@ def make_clip(path: Path, frames: int, height: int) -> None:
 
 
 # -- timing ---------------------------------------------------------------------------------------
-def run_rounds(jobs: dict[str, Callable[[], tuple[int, str]]], repeat: int, sync: Callable[[], None]) -> dict[str, dict]:
+def run_rounds(
+    jobs: dict[str, Callable[[], tuple[int, str]]], repeat: int, sync: Callable[[], None]
+) -> dict[str, dict]:
     """Run every job ``repeat`` times, round-robin, the order rotating each round, each in a
     fresh thread. A job returns the frames it handled and the codecs it used. A job that
     raises is reported (``error``) and not run again; the others go on.
@@ -316,6 +326,7 @@ class Bench:
             with FileSource(path, hwaccel=self.hwaccel) as source:
                 with Mp4Sink(self.workdir / "capacity" / path.name, source.info, crf=CRF, preset=PRESET,
                              encoder=self.args.encoder) as sink:  # fmt: skip
+
                     def write(frame: Frame) -> None:
                         sink.encode(frame.image, frame.pts, frame.time)
 
@@ -358,7 +369,9 @@ class Bench:
         step(f"engine only: {method}, batch {batch} ({count} frames per run) ...")
         try:
             self.ex.set_method(method)
-            r = run_in_thread(lambda: measure_engine(self.ex, self.renderer, frames, batch, self.args.repeat, self.sync))
+            r = run_in_thread(
+                lambda: measure_engine(self.ex, self.renderer, frames, batch, self.args.repeat, self.sync)
+            )
         except Exception as err:  # noqa: BLE001 - reported, the other rows go on
             self.failures.append(f"engine only {method} batch {batch}: {error_text(err)}")
             say(traceback.format_exc())
@@ -376,7 +389,8 @@ class Bench:
         args, smooth = self.args, f"smoothing {self.args.smooth:g} s"
         step("rendering the clip once (the encode-only runs' frames; engine warm-up) ...")
         self.rendered = run_in_thread(
-            lambda: [(r.image, r.frame.pts, r.frame.time) for r in self._annotate(max(args.pipe_batches))])
+            lambda: [(r.image, r.frame.pts, r.frame.time) for r in self._annotate(max(args.pipe_batches))]
+        )
         decode_sw, decode_hw = "decode [software]", f"decode [hwaccel={self.hwaccel}]"
         encode = f"encode [encoder={args.encoder}]"
         runs = {decode_sw: (partial(self.decode, None), "FileSource over the clip")}  # name -> (job, what)
@@ -384,7 +398,10 @@ class Bench:
             runs[decode_hw] = (partial(self.decode, self.hwaccel), "FileSource over the clip")
         runs[encode] = (self.encode, "Mp4Sink over the rendered frames")
         for b in args.pipe_batches:
-            runs[f"engine batch {b}"] = (partial(self.engine_stage, b), f"FrameAnnotator, cam, {smooth}, over the decoded frames")
+            runs[f"engine batch {b}"] = (
+                partial(self.engine_stage, b),
+                f"FrameAnnotator, cam, {smooth}, over the decoded frames",
+            )
             runs[f"pipeline batch {b}"] = (partial(self.pipeline, b), f"annotate_video to a temp file ({smooth})")
         step(f"stages and the one-video pipeline ({args.repeat} rounds) ...")
         one = run_rounds({name: job for name, (job, _) in runs.items()}, args.repeat, self.sync)
@@ -490,7 +507,9 @@ class Bench:
         method, batch, t = ENGINE_TARGET
         r = self.engine.get((method, batch))
         if r is None:
-            print(f"- engine {method} batch {batch}: not measured (needs `{method}` in --methods and {batch} in --batches)")
+            print(
+                f"- engine {method} batch {batch}: not measured (needs `{method}` in --methods and {batch} in --batches)"
+            )
         else:
             print(f"- engine {method} batch {batch}, forward + map (model + CAM on the preprocessed batch): "
                   f"{fmt(r['map'])} frames/s = {r['ratio_map']:.2f}x forward only ({fmt(r['fwd'])}) -> "
@@ -505,7 +524,9 @@ class Bench:
         if self.failures:
             print(f"- **errors**: {'; '.join(self.failures)}")
         if self.device.type == "cuda":
-            print(f"- peak GPU memory allocated by torch: {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f} GiB")
+            print(
+                f"- peak GPU memory allocated by torch: {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f} GiB"
+            )
         print(f"- whole run: {time.perf_counter() - started:.0f} s")
 
 
@@ -519,7 +540,9 @@ def device_lines(device: torch.device, precision: str) -> list[str]:
                      f"{p.major}.{p.minor}, {p.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, cuDNN "
                      f"{torch.backends.cudnn.version()}, `cudnn.benchmark` on, {precision}")  # fmt: skip
     else:
-        lines.append(f"- device: **CPU** (no CUDA in use: `--device {device}`; CUDA available: {torch.cuda.is_available()}), {precision}")
+        lines.append(
+            f"- device: **CPU** (no CUDA in use: `--device {device}`; CUDA available: {torch.cuda.is_available()}), {precision}"
+        )
     lines.append(f"- FFmpeg {getattr(av, 'ffmpeg_version_info', '?')} (PyAV {av.__version__}); hardware device types "
                  f"in this build: {hw}; H.264 encoders in this build: {encoders}")  # fmt: skip
     lines.append(f"- camvideo from `{Path(camvideo.__file__).resolve().parent}`")
@@ -529,26 +552,40 @@ def device_lines(device: torch.device, precision: str) -> list[str]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N [%(default)s]")
-    parser.add_argument("--frames", type=int, default=576,
-                        help="frames in the clip (576: whole batches of 8, 32 and 64) [%(default)s]")
+    parser.add_argument(
+        "--frames", type=int, default=576, help="frames in the clip (576: whole batches of 8, 32 and 64) [%(default)s]"
+    )
     parser.add_argument("--height", type=int, default=1080, help="clip height, 16:9 [%(default)s]")
     parser.add_argument("--batches", default="1,8,32,64", help="engine-only batch sizes [%(default)s]")
     parser.add_argument("--methods", default=",".join(FAST_METHODS), help="engine-only methods [%(default)s]")
-    parser.add_argument("--engine-frames", type=int, default=128,
-                        help="frames per engine-only run: at most this many, --frames and 16 calls, in whole "
-                             "batches (at least one) [%(default)s]")
-    parser.add_argument("--pipeline-batches", default="32",
-                        help=f"batch sizes of the one-video pipeline, comma-separated (the CLI's default: "
-                             f"{default_batch_size('cuda')} on CUDA, {default_batch_size('cpu')} on the CPU); the "
-                             "folder run uses the largest [%(default)s]")
+    parser.add_argument(
+        "--engine-frames",
+        type=int,
+        default=128,
+        help="frames per engine-only run: at most this many, --frames and 16 calls, in whole "
+        "batches (at least one) [%(default)s]",
+    )
+    parser.add_argument(
+        "--pipeline-batches",
+        default="32",
+        help=f"batch sizes of the one-video pipeline, comma-separated (the CLI's default: "
+        f"{default_batch_size('cuda')} on CUDA, {default_batch_size('cpu')} on the CPU); the "
+        "folder run uses the largest [%(default)s]",
+    )
     parser.add_argument("--videos", type=int, default=4, help="videos at once in the folder run (jobs) [%(default)s]")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="[%(default)s]")
-    parser.add_argument("--smooth", type=float, default=0.25, help="pipeline smoothing, seconds (the CLI default) [%(default)s]")
+    parser.add_argument(
+        "--smooth", type=float, default=0.25, help="pipeline smoothing, seconds (the CLI default) [%(default)s]"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds [%(default)s]")
     parser.add_argument("--encoder", default="auto", choices=("auto", "libx264", "h264_nvenc"), help="[%(default)s]")
-    parser.add_argument("--hwaccel", default="auto", choices=("auto", "cuda", "none"),
-                        help="hardware decoding: auto = cuda when the device is CUDA and PyAV can decode on it "
-                             "(as the CLI decides) [%(default)s]")
+    parser.add_argument(
+        "--hwaccel",
+        default="auto",
+        choices=("auto", "cuda", "none"),
+        help="hardware decoding: auto = cuda when the device is CUDA and PyAV can decode on it "
+        "(as the CLI decides) [%(default)s]",
+    )
     args = parser.parse_args()
     args.batch_list = [int(b) for b in args.batches.split(",") if b.strip()]
     args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -90,8 +90,12 @@ def main() -> int:
 
     pairs = {
         "preprocess (2 frames 720p -> 224x398)": (float_preprocess, lambda: ex.preprocess(pair), 2, 8),
-        "box rule (720p index)": (lambda: [cam_box(ix) for ix in indices], lambda: [cam_box_reduced(ix) for ix in indices],
-                                  len(indices), 4),  # fmt: skip
+        "box rule (720p index)": (
+            lambda: [cam_box(ix) for ix in indices],
+            lambda: [cam_box_reduced(ix) for ix in indices],
+            len(indices),
+            4,
+        ),  # fmt: skip
         "Lite0 forward, batch 2, 224x398": (forward_with(unfolded), forward_with(folded), 2, 3),
     }
     steal0 = cpu_times()

@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import av  # noqa: E402
 import cv2  # noqa: E402
-
 from _common import SAMPLES, fmt, machine_facts, markdown_table, say  # noqa: E402
 
 TARGET_P95_MS, TARGET_FPS = 100.0, 25.0
@@ -53,11 +52,13 @@ def make_source_clip(path: Path, width: int = 640, height: int = 480, fps: int =
     return path
 
 
-def measure(clip: Path, every: int, seconds: float, warmup: float, explainer, settings_path: Path, threads: int) -> dict:
+def measure(
+    clip: Path, every: int, seconds: float, warmup: float, explainer, settings_path: Path, threads: int
+) -> dict:
     from PyQt6.QtCore import QEventLoop, QSettings, QTimer
 
-    from camvideo.sources import PacedFileSource
     from camvideo.jobs import LatencyMeter, LiveOptions
+    from camvideo.sources import PacedFileSource
     from ui.app import application
     from ui.window import AppOptions, MainWindow
 
@@ -131,7 +132,9 @@ def main() -> int:
         # every=1 first: the background model then limits torch threads; auto (0) last
         for every in sorted(args.every, key=lambda n: n or 10**6):
             say(f"every={every or 'auto'} ...")
-            r = measure(clip, every, args.seconds, args.warmup, explainer, Path(tmp) / "settings.ini", args.model_threads)
+            r = measure(
+                clip, every, args.seconds, args.warmup, explainer, Path(tmp) / "settings.ini", args.model_threads
+            )
             ok = r["p95"] <= TARGET_P95_MS and r["fps"] >= TARGET_FPS
             rows.append([
                 r["every"], fmt(r["captured"] / r["wall"]), fmt(r["fps"]), fmt(r["p50"], 0), fmt(r["p95"], 0),
@@ -145,8 +148,10 @@ def main() -> int:
     print(f"- {args.seconds:g} s measured per row after {args.warmup:g} s of warm-up; torch threads for the "
           f"background model (every > 1): {args.model_threads}; every = 1 runs the model in step with the display "
           f"({torch.get_num_threads()} threads at the end)\n")  # fmt: skip
-    print("source fps: frames the paced source delivered (below 30 when the machine is too busy to decode in "
-          "time); dropped: frames never shown (stale when the next arrived).\n")
+    print(
+        "source fps: frames the paced source delivered (below 30 when the machine is too busy to decode in "
+        "time); dropped: frames never shown (stale when the next arrived).\n"
+    )
     print(markdown_table(
         ["every", "source fps", "displayed fps", "p50 latency (ms)", "p95 latency (ms)", "dropped / captured", "model runs/s",
          "model ms/run", f"meets ≤{TARGET_P95_MS:.0f} ms p95, ≥{TARGET_FPS:.0f} fps"],

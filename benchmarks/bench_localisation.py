@@ -62,7 +62,7 @@ def input_size(policy: str, height: int, width: int) -> tuple[int, int]:
     kept, as camvideo does today), budgetS (about S*S pixels, aspect kept), squareS (squash)."""
     for prefix in ("short", "budget", "square"):
         if policy.startswith(prefix):
-            s = int(policy[len(prefix):])
+            s = int(policy[len(prefix) :])
             break
     else:
         raise ValueError(f"unknown policy {policy!r}")
@@ -106,7 +106,7 @@ def cover(image: np.ndarray, height: int, width: int) -> np.ndarray:
     resized = cv2.resize(image, (max(width, round(w * k)), max(height, round(h * k))), interpolation=cv2.INTER_AREA)
     y = (resized.shape[0] - height) // 2
     x = (resized.shape[1] - width) // 2
-    return np.ascontiguousarray(resized[y:y + height, x:x + width])
+    return np.ascontiguousarray(resized[y : y + height, x : x + width])
 
 
 def make_composites(positions: int, seed: int = 0) -> list[Composite]:
@@ -135,7 +135,7 @@ def make_composites(positions: int, seed: int = 0) -> list[Composite]:
                     obj_img = cv2.resize(crop, (ow, oh), interpolation=cv2.INTER_AREA)
                     y = int(rng.integers(0, fh - oh + 1))
                     x = int(rng.integers(0, fw - ow + 1))
-                    frame[y:y + oh, x:x + ow] = obj_img
+                    frame[y : y + oh, x : x + ow] = obj_img
                     out.append(Composite(frame, (x, y, x + ow, y + oh), obj, aspect, scale, back_name))
     return out
 
@@ -234,7 +234,9 @@ def score(explainer, prep: Preprocessor, composites: list[Composite], policies: 
     return stats
 
 
-def speed(explainer, prep: Preprocessor, policies: list[str], rounds: int, calls: int) -> dict[str, tuple[float, float]]:
+def speed(
+    explainer, prep: Preprocessor, policies: list[str], rounds: int, calls: int
+) -> dict[str, tuple[float, float]]:
     """CPU-ms and wall-ms per frame of explain() on a 1280x720 frame's model input, batch 1."""
     import torch
 
@@ -311,7 +313,9 @@ def main() -> int:
         row = [f"`{p}`"]
         for a in aspects:
             pairs = stats[p]["aspect"].get(a, [])
-            row.append(f"{fmt(100 * np.mean([q[0] for q in pairs]), 0)} / {fmt(100 * np.mean([q[1] for q in pairs]), 0)}")
+            row.append(
+                f"{fmt(100 * np.mean([q[0] for q in pairs]), 0)} / {fmt(100 * np.mean([q[1] for q in pairs]), 0)}"
+            )
         rows.append(row)
     print(markdown_table(["policy"] + [f"{a} {FRAME_SIZES[a][1]}x{FRAME_SIZES[a][0]}" for a in aspects], rows))
     n = len(composites)

@@ -50,15 +50,27 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import (  # noqa: E402
+    SAMPLES,
+    cpu_times,
+    fmt,
+    machine_facts,
+    markdown_table,
+    median,
+    run_in_thread,
+    say,
+    steal_percent,
+    usable_cpus,
+)
 
 import camvideo.jobs.annotate as annotate_mod  # noqa: E402
-from _common import SAMPLES, cpu_times, fmt, machine_facts, markdown_table, median, run_in_thread, say, steal_percent, usable_cpus  # noqa: E402
-from camvideo.jobs import AnnotateSettings, annotate_video, default_batch_size  # noqa: E402
-from camvideo.jobs import FrameAnnotator, warm_up  # noqa: E402
 from camvideo.engine.layers import resolve_module  # noqa: E402
-from camvideo.render import Renderer  # noqa: E402
+from camvideo.jobs import AnnotateSettings, FrameAnnotator, annotate_video, default_batch_size, warm_up  # noqa: E402  # noqa: E402
+from camvideo.render import (
+    Renderer,  # noqa: E402
+    TemporalSmoother,  # noqa: E402
+)
 from camvideo.sinks import Mp4Sink  # noqa: E402
-from camvideo.render import TemporalSmoother  # noqa: E402
 from camvideo.sources import FileSource  # noqa: E402
 
 SMOOTH = 0.25  # the CLI default
@@ -215,7 +227,9 @@ class Bench:
         cap = cv2.VideoCapture(str(self.video))
         fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        writer = cv2.VideoWriter(str(self.workdir / "gradcam.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        writer = cv2.VideoWriter(
+            str(self.workdir / "gradcam.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+        )
         count = 0
         try:
             with GradCAM(model=ex.model, target_layers=[resolve_module(ex.model, ex.target_layer)]) as cam:
@@ -354,8 +368,16 @@ def memory_check(video: Path, workdir: Path, args: argparse.Namespace, frames: i
     results = []
     for path in (video, longer):
         say(f"  peak RSS of annotating {path.name} in a fresh process ...")
-        cmd = [sys.executable, __file__, "--_rss-child", str(path), "--_rss-mark", str(frames),
-               "--batch-size", str(args.batch_size)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--_rss-child",
+            str(path),
+            "--_rss-mark",
+            str(frames),
+            "--batch-size",
+            str(args.batch_size),
+        ]
         for flag, value in (("--torch-threads", args.torch_threads), ("--x264-threads", args.x264_threads),
                             ("--decoder-threads", args.decoder_threads)):  # fmt: skip
             if value is not None:
@@ -501,7 +523,9 @@ def sweep_report(args: argparse.Namespace) -> None:
         jobs["decode AUTO"] = with_knobs(bench.decode, default_threads, 0, "AUTO")
         jobs["encode x264 0"] = with_knobs(bench.encode, default_threads, 0, "AUTO")
         r1 = run_rounds(jobs, args.repeat)
-        best = max(((t, bs) for t in torch_threads for bs in batches), key=lambda c: r1[f"pipeline T{c[0]} B{c[1]}"]["fps"])
+        best = max(
+            ((t, bs) for t in torch_threads for bs in batches), key=lambda c: r1[f"pipeline T{c[0]} B{c[1]}"]["fps"]
+        )
         for t in torch_threads:
             for bs in batches:
                 p, e = r1[f"pipeline T{t} B{bs}"], r1[f"engine T{t} B{bs}"]
@@ -544,7 +568,9 @@ def sweep_report(args: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=SAMPLES / "big_buck_bunny.mp4")
-    parser.add_argument("--batch-size", type=int, default=default_batch_size("cpu"), help="[%(default)s, the CLI default on the CPU]")
+    parser.add_argument(
+        "--batch-size", type=int, default=default_batch_size("cpu"), help="[%(default)s, the CLI default on the CPU]"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds [%(default)s]")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads [torch's default]")
     parser.add_argument("--x264-threads", type=int, default=None, help="x264 threads, 0 = auto [package default: 0]")

@@ -31,11 +31,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
 from _common import SAMPLES, machine_facts, markdown_table, say  # noqa: E402
+
 from camvideo.jobs import FrameAnnotator  # noqa: E402
-from camvideo.render import Renderer  # noqa: E402
-from camvideo.render import TemporalSmoother  # noqa: E402
+from camvideo.render import (
+    Renderer,  # noqa: E402
+    TemporalSmoother,  # noqa: E402
+)
 from camvideo.sources import FileSource  # noqa: E402
 
 CAT_FRAMES = 60  # the cat segment of cat_and_coffee.mp4 (0-2 s at 30 fps)

@@ -128,14 +128,46 @@ def commands(clip: Path, head: Path, work: Path, skip: set[str]) -> dict[str, tu
     cli = camvideo_cli()
     py = sys.executable
     runs = {
-        "camvideo": ("`camvideo annotate CLIP` (defaults: cam)", cli + ["annotate", str(clip), "-o", str(work / "cam.mp4"), "--overwrite", "-q"], clip),
-        "camvideo-gradcam": ("`camvideo annotate CLIP --method gradcam`", cli + ["annotate", str(clip), "-o", str(work / "gc.mp4"), "--overwrite", "-q", "--method", "gradcam"], clip),
-        "camvideo-no-video": ("`camvideo annotate CLIP --no-video --jsonl OUT`", cli + ["annotate", str(clip), "--no-video", "--jsonl", str(work / "nv.jsonl"), "--overwrite", "-q"], clip),
-        "recipe": ("seeds' sequential recipe (`seed_recipe.py`: cv2, 224x224, numpy CAM, mp4v)", [py, str(HERE / "seed_recipe.py"), str(clip), str(work / "seq.mp4")], clip),
-        "gradcam-b1": ("pytorch-grad-cam GradCAM, batch 1, show_cam_on_image, mp4v", [py, str(HERE / "library_baselines.py"), "gradcam", str(clip), str(work / "gc1.mp4"), "--batch", "1"], clip),
-        "gradcam-b8": ("pytorch-grad-cam GradCAM, batch 8, show_cam_on_image, mp4v", [py, str(HERE / "library_baselines.py"), "gradcam", str(clip), str(work / "gc8.mp4"), "--batch", "8"], clip),
-        "torchcam": ("torchcam CAM + overlay_mask (PIL), batch 1, mp4v", [py, str(HERE / "library_baselines.py"), "torchcam", str(clip), str(work / "tc.mp4")], clip),
-        "startup": ("start-up: `camvideo annotate` on a 5-frame 720p clip", cli + ["annotate", str(head), "-o", str(work / "head.mp4"), "--overwrite", "-q"], head),
+        "camvideo": (
+            "`camvideo annotate CLIP` (defaults: cam)",
+            cli + ["annotate", str(clip), "-o", str(work / "cam.mp4"), "--overwrite", "-q"],
+            clip,
+        ),
+        "camvideo-gradcam": (
+            "`camvideo annotate CLIP --method gradcam`",
+            cli + ["annotate", str(clip), "-o", str(work / "gc.mp4"), "--overwrite", "-q", "--method", "gradcam"],
+            clip,
+        ),
+        "camvideo-no-video": (
+            "`camvideo annotate CLIP --no-video --jsonl OUT`",
+            cli + ["annotate", str(clip), "--no-video", "--jsonl", str(work / "nv.jsonl"), "--overwrite", "-q"],
+            clip,
+        ),
+        "recipe": (
+            "seeds' sequential recipe (`seed_recipe.py`: cv2, 224x224, numpy CAM, mp4v)",
+            [py, str(HERE / "seed_recipe.py"), str(clip), str(work / "seq.mp4")],
+            clip,
+        ),
+        "gradcam-b1": (
+            "pytorch-grad-cam GradCAM, batch 1, show_cam_on_image, mp4v",
+            [py, str(HERE / "library_baselines.py"), "gradcam", str(clip), str(work / "gc1.mp4"), "--batch", "1"],
+            clip,
+        ),
+        "gradcam-b8": (
+            "pytorch-grad-cam GradCAM, batch 8, show_cam_on_image, mp4v",
+            [py, str(HERE / "library_baselines.py"), "gradcam", str(clip), str(work / "gc8.mp4"), "--batch", "8"],
+            clip,
+        ),
+        "torchcam": (
+            "torchcam CAM + overlay_mask (PIL), batch 1, mp4v",
+            [py, str(HERE / "library_baselines.py"), "torchcam", str(clip), str(work / "tc.mp4")],
+            clip,
+        ),
+        "startup": (
+            "start-up: `camvideo annotate` on a 5-frame 720p clip",
+            cli + ["annotate", str(head), "-o", str(work / "head.mp4"), "--overwrite", "-q"],
+            head,
+        ),
     }
     if "camvideo-no-video" not in skip and not has_no_video():
         say("this camvideo has no --no-video: that row is left out")
@@ -195,13 +227,13 @@ def stages_child(clip: Path, frames_kept: int) -> None:
     kept: list = []
     info: list = []
     out["decode"] = cpu_ms_per_frame(decode)
-    images = torch.from_numpy(__import__("numpy").stack([f.image for f in kept[:batch * 4]]))
+    images = torch.from_numpy(__import__("numpy").stack([f.image for f in kept[: batch * 4]]))
 
     def model() -> int:
         with torch.inference_mode():
             ex.explain(images[:batch])  # warm-up
             for i in range(0, len(images), batch):
-                ex.explain(images[i:i + batch])
+                ex.explain(images[i : i + batch])
         return len(images)
 
     out["model"] = cpu_ms_per_frame(model)
@@ -212,7 +244,7 @@ def stages_child(clip: Path, frames_kept: int) -> None:
         annotator(kept[:batch])  # warm-up
         rendered.clear()
         for i in range(0, len(kept), batch):
-            rendered.extend(annotator(kept[i:i + batch]))
+            rendered.extend(annotator(kept[i : i + batch]))
         return len(kept)
 
     out["engine"] = cpu_ms_per_frame(engine)
@@ -274,8 +306,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds [3]")
     parser.add_argument("--times", type=int, default=4, help="the sample remuxed this many times over [4: 528 frames]")
-    parser.add_argument("--live-seconds", type=float, default=15.0, help="measured seconds of the live row; 0 skips it [15]")
-    parser.add_argument("--kept", type=int, default=64, help="decoded frames the engine and encode stages run over [64]")
+    parser.add_argument(
+        "--live-seconds", type=float, default=15.0, help="measured seconds of the live row; 0 skips it [15]"
+    )
+    parser.add_argument(
+        "--kept", type=int, default=64, help="decoded frames the engine and encode stages run over [64]"
+    )
     parser.add_argument("--skip", nargs="*", default=[], help="run names to leave out (camvideo, camvideo-gradcam, "
                         "camvideo-no-video, recipe, gradcam-b1, gradcam-b8, torchcam, startup, stages)")  # fmt: skip
     parser.add_argument("--_stages", type=Path, help=argparse.SUPPRESS)
@@ -297,7 +333,7 @@ def main() -> int:
     names = list(runs) + ([] if "stages" in args.skip else ["stages"])
     try:
         for r in range(args.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 say(f"round {r + 1}/{args.rounds}: {name} ...")
                 if name == "stages":
@@ -367,11 +403,21 @@ def main() -> int:
     best_gc = max([f for f in (fps_of("gradcam-b1"), fps_of("gradcam-b8")) if f == f], default=float("nan"))
     goals = [
         ("1. annotate (cam) / seeds' recipe, whole process", fps_of("camvideo") / base, GOALS["annotate"]),
-        ("2. annotate --method gradcam / pytorch-grad-cam at its best batch", fps_of("camvideo-gradcam") / best_gc, GOALS["gradcam"]),
-        ("3. pipeline in-process / CPU budget line", st["pipeline_fps"] / budget if st else float("nan"), GOALS["budget"]),
+        (
+            "2. annotate --method gradcam / pytorch-grad-cam at its best batch",
+            fps_of("camvideo-gradcam") / best_gc,
+            GOALS["gradcam"],
+        ),
+        (
+            "3. pipeline in-process / CPU budget line",
+            st["pipeline_fps"] / budget if st else float("nan"),
+            GOALS["budget"],
+        ),
     ]
     for what, value, goal in goals:
-        verdict = "n/a" if value != value else ("PASS" if value >= goal else f"SHORT by {fmt(100 * (1 - value / goal), 0)} %")
+        verdict = (
+            "n/a" if value != value else ("PASS" if value >= goal else f"SHORT by {fmt(100 * (1 - value / goal), 0)} %")
+        )
         print(f"- {what}: **{fmt(value, 2)}x** (goal >= {goal:g}x) -> {verdict}")
     if live:
         fps_l = float(live.get("displayed fps", "nan"))

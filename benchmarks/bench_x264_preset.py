@@ -43,7 +43,7 @@ def main() -> int:
         info = source.info
     ex = Explainer(device="cpu")
     annotator = FrameAnnotator(ex, Renderer(class_names=ex.class_names), TemporalSmoother(0.25))
-    images = run_in_thread(lambda: [r.image for i in range(0, len(frames), 2) for r in annotator(frames[i:i + 2])])
+    images = run_in_thread(lambda: [r.image for i in range(0, len(frames), 2) for r in annotator(frames[i : i + 2])])
     work = Path(tempfile.mkdtemp(prefix="bench_x264_"))
     cpu: dict[str, list[float]] = {p: [] for p in args.presets}
     wall: dict[str, list[float]] = {p: [] for p in args.presets}
@@ -79,7 +79,9 @@ def main() -> int:
         print(line)
     print(f"- Mp4Sink.encode in a worker thread, x264 threads auto; {args.rounds} interleaved rounds, medians; "
           f"CPU steal {fmt(steal) if steal is not None else 'n/a'} %\n")  # fmt: skip
-    print(markdown_table(["preset", "CPU-ms/frame", "wall ms/frame", "file MB", "Mbit/s", "PSNR dB (vs its input)"], rows))
+    print(
+        markdown_table(["preset", "CPU-ms/frame", "wall ms/frame", "file MB", "Mbit/s", "PSNR dB (vs its input)"], rows)
+    )
     return 0
 
 

@@ -38,8 +38,8 @@ import numpy  # noqa: E402,F401
 import torch  # noqa: E402
 
 with atheris.instrument_imports(include=["camvideo"]):
-    from camvideo.jobs import AnnotateSettings, annotate_video
     from camvideo.errors import CamvideoError
+    from camvideo.jobs import AnnotateSettings, annotate_video
     from camvideo.pipeline import StageStalled
     from camvideo.render import Renderer
 

@@ -30,18 +30,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+import corpus  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
-
-import corpus  # noqa: E402
 from _common import fmt, machine_facts, markdown_table, say  # noqa: E402
-from camvideo.jobs import FrameAnnotator  # noqa: E402
+
 from camvideo.engine import METHODS, Explainer  # noqa: E402
+from camvideo.jobs import FrameAnnotator  # noqa: E402
 from camvideo.pipeline import Pipeline  # noqa: E402
-from camvideo.render import Renderer  # noqa: E402
+from camvideo.render import Renderer, TemporalSmoother  # noqa: E402
 from camvideo.sinks import Mp4Sink  # noqa: E402
-from camvideo.render import TemporalSmoother  # noqa: E402
 from camvideo.types import Frame, VideoInfo  # noqa: E402
 
 MiB = 2**20
@@ -75,7 +74,9 @@ def make_explainer(name: str) -> Explainer:
 def soak(args: argparse.Namespace) -> tuple[list[list[str]], dict]:
     process = psutil.Process()
     explainer = make_explainer(args.model)
-    annotator = FrameAnnotator(explainer, Renderer("jet", 0.5, class_names=explainer.class_names), TemporalSmoother(0.25))
+    annotator = FrameAnnotator(
+        explainer, Renderer("jet", 0.5, class_names=explainer.class_names), TemporalSmoother(0.25)
+    )
     info = VideoInfo(width=args.size, height=args.size, fps=30.0, time_base=Fraction(1, 30))
     samples: list[tuple[int, float, dict]] = []
     start = time.monotonic()
@@ -108,9 +109,9 @@ def soak(args: argparse.Namespace) -> tuple[list[list[str]], dict]:
         "fps": stats.fps,
         "mp4_mib": size / MiB,
         "growth_mib": (max(s["rss"] for s in steady) - reference["rss"]) / MiB if steady else float("nan"),
-        "constant": all(
-            len({s[k] for s in steady}) == 1 for k in ("threads", "os_threads", "fds", "hooks")
-        ) if steady else None,  # fmt: skip
+        "constant": all(len({s[k] for s in steady}) == 1 for k in ("threads", "os_threads", "fds", "hooks"))
+        if steady
+        else None,  # fmt: skip
         "after": after,
     }
     return rows, summary
@@ -159,7 +160,9 @@ def main() -> None:
     say(f"soak: {args.frames} frames of {args.size}x{args.size} ...")
     rows, summary = soak(args)
     print(f"## {summary['frames']:,} frames of {args.size}x{args.size}, model {args.model}, batch {args.batch_size}\n")
-    print(markdown_table(["frames", "s", "fps", "RSS MiB", "growth MiB", "threads", "OS threads", "fds", "hooks"], rows))
+    print(
+        markdown_table(["frames", "s", "fps", "RSS MiB", "growth MiB", "threads", "OS threads", "fds", "hooks"], rows)
+    )
     after = summary["after"]
     print(f"\n{summary['frames']:,} frames in {summary['wall']:.0f} s ({summary['fps']:.0f} fps), MP4 "
           f"{summary['mp4_mib']:.1f} MiB; RSS growth after warm-up {summary['growth_mib']:.2f} MiB; threads, fds and "

@@ -18,8 +18,8 @@ sys.path.insert(0, str(ROOT))
 from PyQt6.QtCore import QSettings, QTimer  # noqa: E402
 
 from camvideo import Explainer  # noqa: E402
-from camvideo.sources import open_live_source  # noqa: E402
 from camvideo.jobs import LiveOptions  # noqa: E402
+from camvideo.sources import open_live_source  # noqa: E402
 from ui.app import application  # noqa: E402
 from ui.window import AppOptions, MainWindow  # noqa: E402
 

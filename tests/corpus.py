@@ -17,14 +17,13 @@ import hashlib
 import io
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
 import numpy as np
-
 
 # -- clip makers ---------------------------------------------------------------------------------
 
@@ -70,7 +69,9 @@ def write_clip(
         stream = out.add_stream(codec, rate=25)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.time_base = stream.codec_context.time_base = time_base
-        stream.codec_context.options = {"preset": "ultrafast", **(options or {})} if codec == "libx264" else (options or {})
+        stream.codec_context.options = (
+            {"preset": "ultrafast", **(options or {})} if codec == "libx264" else (options or {})
+        )
         if rotation is not None:
             stream.set_display_rotation(rotation)
         for image, stamp in zip(images, pts):
@@ -136,7 +137,10 @@ def _box(kind: bytes, payload: bytes) -> bytes:
 
 def _no_streams(path: Path) -> None:
     """A well-formed MP4 with an empty movie: ftyp + moov holding only mvhd."""
-    mvhd = _box(b"mvhd", bytes(12) + struct.pack(">II", 1000, 0) + struct.pack(">IH", 0x10000, 0x100) + bytes(70) + struct.pack(">I", 2))
+    mvhd = _box(
+        b"mvhd",
+        bytes(12) + struct.pack(">II", 1000, 0) + struct.pack(">IH", 0x10000, 0x100) + bytes(70) + struct.pack(">I", 2),
+    )
     path.write_bytes(_box(b"ftyp", b"isom\0\0\2\0isomiso2mp41") + _box(b"moov", mvhd))
 
 
@@ -185,7 +189,9 @@ def _first_gop_broken_h264(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def _truncated(fraction: float | None = None, *, at: str | None = None, faststart: bool = True) -> Callable[[Path], None]:
+def _truncated(
+    fraction: float | None = None, *, at: str | None = None, faststart: bool = True
+) -> Callable[[Path], None]:
     """A 30-frame MP4 cut at ``fraction`` of its size, or at a named place."""
 
     def make(path: Path) -> None:
@@ -269,7 +275,13 @@ CASES: list[Case] = [
     Case("first_frames_broken.avi", _first_frames_broken_mjpeg, "ok", frames=7, lossy=True),
     Case("first_gop_broken.mp4", _first_gop_broken_h264, "ok", lossy=True),
     # sizes
-    Case("odd_641x479.mp4", lambda p: write_clip(p, n=3, size=(641, 479), pix_fmt="yuv444p"), "ok", frames=3, size=(642, 480)),
+    Case(
+        "odd_641x479.mp4",
+        lambda p: write_clip(p, n=3, size=(641, 479), pix_fmt="yuv444p"),
+        "ok",
+        frames=3,
+        size=(642, 480),
+    ),
     Case("tiny_2x2.mp4", lambda p: write_clip(p, n=4, size=(2, 2)), "ok", frames=4, size=(2, 2)),
     Case("column_1x1000.mp4", _tall_column, "ok", frames=3, size=(2, 1000)),
     Case("strip_4000x16.mp4", lambda p: write_clip(p, n=3, size=(4000, 16)), "ok", frames=3, size=(4000, 16)),

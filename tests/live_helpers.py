@@ -109,7 +109,7 @@ class UdpStreamServer:
     def sent(self) -> int:
         return self._sent[0]
 
-    def start(self) -> "UdpStreamServer":
+    def start(self) -> UdpStreamServer:
         self._thread.start()
         return self
 
@@ -161,7 +161,7 @@ class HttpStreamServer:
     def sent(self) -> int:
         return self._sent[0]
 
-    def start(self) -> "HttpStreamServer":
+    def start(self) -> HttpStreamServer:
         self._thread.start()
         return self
 
@@ -222,7 +222,7 @@ class HttpFileServer:
         self.url = f"http://{LOCALHOST}:{self._server.server_address[1]}/{path.name}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="test-http-file", daemon=True)
 
-    def start(self) -> "HttpFileServer":
+    def start(self) -> HttpFileServer:
         self._thread.start()
         return self
 

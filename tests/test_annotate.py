@@ -13,12 +13,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
 from camvideo import Explainer
 from camvideo.cli import main
-from camvideo.sources import sample_video
-from camvideo.sources import FileSource
+from camvideo.sources import FileSource, sample_video
 
 BUNNY = sample_video("big_buck_bunny.mp4")
 CATS = sample_video("cat_and_coffee.mp4")
@@ -84,7 +82,9 @@ def test_jsonl_and_maps_match_the_engine(bunny_run) -> None:
     np.testing.assert_allclose([records[i]["score"] for i in idx], out.scores.numpy(), rtol=1e-3)
     np.testing.assert_array_equal(npz["classes"][idx], out.classes.numpy())
     assert npz["maps"].dtype == np.float16 and npz["maps"].shape[1:] == tuple(out.maps.shape[1:])
-    np.testing.assert_allclose(npz["maps"][idx].astype(np.float32), out.maps.numpy(), rtol=2e-3, atol=2e-3 * float(out.maps.abs().max()))
+    np.testing.assert_allclose(
+        npz["maps"][idx].astype(np.float32), out.maps.numpy(), rtol=2e-3, atol=2e-3 * float(out.maps.abs().max())
+    )
     top = records[0]["top5"]
     assert len(top) == 5 and top[0]["class"] == records[0]["class"] and top[0]["score"] >= top[-1]["score"]
     for r in records:
@@ -138,7 +138,9 @@ def test_side_by_side_doubles_width_and_keeps_original(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "camvideo.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "camvideo.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -178,7 +180,9 @@ def test_folder_run_does_good_files_and_summarises_bad(tmp_path: Path) -> None:
     proc = run_cli("annotate", str(folder), "-o", str(out), "--quiet", cwd=tmp_path, timeout=300)
     assert proc.returncode == 1
     assert "broken.mp4" in proc.stderr and "1 of 2 videos failed" in proc.stderr and "Traceback" not in proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["good.mp4"] or sorted(p.name for p in out.iterdir()) == ["good.cam.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.mp4"] or sorted(p.name for p in out.iterdir()) == [
+        "good.cam.mp4"
+    ]
     assert len(video_pts(next(out.iterdir()))) == 120
 
 
@@ -222,7 +226,9 @@ def short_clips(folder: Path, count: int, frames: int = 16) -> list[Path]:
 
     folder.mkdir()
     with FileSource(CATS) as source:
-        images = [cv2.resize(f.image, (192, 128), interpolation=cv2.INTER_AREA) for _, f in zip(range(count * frames), source)]
+        images = [
+            cv2.resize(f.image, (192, 128), interpolation=cv2.INTER_AREA) for _, f in zip(range(count * frames), source)
+        ]
         info = source.info
     paths = []
     for k in range(count):
@@ -255,7 +261,9 @@ def test_jobs_annotate_a_folder_at_once_with_the_same_results(tmp_path: Path, ca
             assert a["score"] == pytest.approx(b["score"], rel=1e-5)
         assert video_pts(outs["3"] / f"clip{k}.cam.mp4") == video_pts(outs["1"] / f"clip{k}.cam.mp4")
     # The clips' answers differ, so a video given another's results would have been caught.
-    boxes = [[json.loads(line)["box"] for line in (outs["1"] / f"clip{k}.jsonl").read_text().splitlines()] for k in range(3)]
+    boxes = [
+        [json.loads(line)["box"] for line in (outs["1"] / f"clip{k}.jsonl").read_text().splitlines()] for k in range(3)
+    ]
     assert boxes[0] != boxes[1] != boxes[2] != boxes[0]
 
 
@@ -295,7 +303,9 @@ def test_no_video_writes_the_records_of_a_normal_run_and_no_video(bunny_run, tmp
 
 def test_no_video_without_records_or_with_a_video_path_is_a_usage_error(tmp_path: Path) -> None:
     assert "--jsonl" in one_line_error(run_cli("annotate", str(CATS), "--no-video", cwd=tmp_path))
-    msg = one_line_error(run_cli("annotate", str(CATS), "--no-video", "--jsonl", "a.jsonl", "-o", "a.mp4", cwd=tmp_path))
+    msg = one_line_error(
+        run_cli("annotate", str(CATS), "--no-video", "--jsonl", "a.jsonl", "-o", "a.mp4", cwd=tmp_path)
+    )
     assert "-o" in msg
     assert run_cli("annotate", str(CATS), "--no-video", cwd=tmp_path).returncode == 2
     assert list(tmp_path.iterdir()) == []

@@ -196,7 +196,9 @@ def test_cli_refuses_a_display_where_no_x_server_answers(tmp_path) -> None:
     if lines and "the desktop app cannot start" in lines[0]:
         pytest.skip("Qt's xcb libraries are missing here (the library check's case)")
     assert done.returncode == 2, done.stderr
-    assert len(lines) == 1 and lines[0].startswith(f"camvideo: error: cannot connect to the X display {display} ("), done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"camvideo: error: cannot connect to the X display {display} ("), (
+        done.stderr
+    )
     assert "QT_QPA_PLATFORM=offscreen" in lines[0] and "Traceback" not in done.stderr
     # offscreen, a Wayland-first session or no DISPLAY are not this check's business
     check_x_display({"DISPLAY": display, "QT_QPA_PLATFORM": "offscreen"})

@@ -161,7 +161,9 @@ def ref_scorecam(ref: nn.Module, x64: torch.Tensor, A: torch.Tensor, classes: to
         for n, c in enumerate(classes.tolist()):
             scores = []
             for k in range(A.shape[1]):
-                up = F.interpolate(A[n : n + 1, k : k + 1], size=x64.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+                up = F.interpolate(A[n : n + 1, k : k + 1], size=x64.shape[-2:], mode="bilinear", align_corners=False)[
+                    0, 0
+                ]
                 lo, hi = float(up.min()), float(up.max())
                 H = (up - lo) / (hi - lo) if hi > lo else torch.zeros_like(up)
                 probs = torch.softmax(ref(x64[n : n + 1] * H), dim=1)
@@ -186,7 +188,9 @@ def ref_eigencam(A: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def reference_maps(method: str, ref: SmallNet, x64: torch.Tensor, layer: str | None, classes: torch.Tensor) -> np.ndarray:
+def reference_maps(
+    method: str, ref: SmallNet, x64: torch.Tensor, layer: str | None, classes: torch.Tensor
+) -> np.ndarray:
     A, logits = ref_forward(ref, x64, layer)
     if method == "cam":
         return ref_cam(ref.fc.weight, A, classes)
@@ -196,7 +200,9 @@ def reference_maps(method: str, ref: SmallNet, x64: torch.Tensor, layer: str | N
         return ref_eigencam(A.detach().numpy())
     g = ref_grad(A, logits, classes).numpy()
     a = A.detach().numpy()
-    return {"gradcam": ref_gradcam, "hirescam": ref_hirescam, "gradcam++": ref_gradcampp, "layercam": ref_layercam}[method](a, g)
+    return {"gradcam": ref_gradcam, "hirescam": ref_hirescam, "gradcam++": ref_gradcampp, "layercam": ref_layercam}[
+        method
+    ](a, g)
 
 
 def assert_maps_close(got: torch.Tensor, want: np.ndarray, rtol: float = 1e-4) -> None:
@@ -216,7 +222,9 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # -- every method against its float64 reference -------------------------------------------------
-CASES = [(m, None) for m in METHODS] + [(m, "features.4") for m in METHODS if m != "cam"] + [("gradcam++", "features.5")]
+CASES = (
+    [(m, None) for m in METHODS] + [(m, "features.4") for m in METHODS if m != "cam"] + [("gradcam++", "features.5")]
+)
 # Grad-CAM++'s closed form divides by g^2 (2 + g sum_ab A): with the signed activations of a
 # BatchNorm output (features.4) that factor often comes close to 0 and then float32 vs
 # float64 differ by far more than 1e-4 for any implementation. The paper takes A after a
@@ -225,7 +233,7 @@ CASES = [(m, None) for m in METHODS] + [(m, "features.4") for m in METHODS if m 
 PP_LAYER = "features.5"
 
 
-@pytest.mark.parametrize("method,layer", CASES, ids=[f"{m}-{l or 'auto'}" for m, l in CASES])
+@pytest.mark.parametrize("method,layer", CASES, ids=[f"{m}-{layer or 'auto'}" for m, layer in CASES])
 def test_method_matches_float64_reference(method: str, layer: str | None) -> None:
     # features.4 is a BatchNorm (signed activations, spatially varying gradients) followed
     # by an in-place ReLU; the auto layer is the GAP input (gradients constant per channel).
@@ -317,7 +325,10 @@ def test_top3_gives_three_maps_equal_to_fixed_class_runs(method: str) -> None:
         assert single.maps.shape == out.maps[:, j].shape
         assert torch.equal(single.classes, per_frame)
         torch.testing.assert_close(out.maps[:, j], single.maps, rtol=0, atol=1e-6 * float(single.maps.abs().max()))
-        assert_maps_close(out.maps[:, j], reference_maps(method, ref, x.double(), ex.target_layer if method != "cam" else None, per_frame))
+        assert_maps_close(
+            out.maps[:, j],
+            reference_maps(method, ref, x.double(), ex.target_layer if method != "cam" else None, per_frame),
+        )
     # the three maps really differ (they are not one map repeated)
     assert not torch.allclose(out.maps[:, 0], out.maps[:, 1])
 
@@ -512,7 +523,12 @@ class FlattenHead(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, 4, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 4, 1), nn.ReLU(), nn.Conv2d(8, 4, 3, 2, 1), nn.ReLU()
+            nn.Conv2d(3, 8, 3, 4, 1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, 4, 1),
+            nn.ReLU(),
+            nn.Conv2d(8, 4, 3, 2, 1),
+            nn.ReLU(),
         )
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(4 * 7 * 7, 5))
 
@@ -639,10 +655,12 @@ def test_no_graph_is_retained(method: str) -> None:
 # gates of later ReLUs at near-zero pre-activations, which changes g by O(w) at single
 # positions: 5-10% of the max, whatever the implementation. For those the engine is
 # checked against the same formula on a bf16 copy's own activations and gradients.
-BF16_CASES = [(m, None) for m in METHODS] + [(m, "features.5") for m in ("gradcam", "gradcam++", "scorecam", "eigencam")]
+BF16_CASES = [(m, None) for m in METHODS] + [
+    (m, "features.5") for m in ("gradcam", "gradcam++", "scorecam", "eigencam")
+]
 
 
-@pytest.mark.parametrize("method,layer", BF16_CASES, ids=[f"{m}-{l or 'auto'}" for m, l in BF16_CASES])
+@pytest.mark.parametrize("method,layer", BF16_CASES, ids=[f"{m}-{layer or 'auto'}" for m, layer in BF16_CASES])
 def test_bf16_maps_are_float32_and_close_to_fp32(method: str, layer: str | None) -> None:
     net = make_net(111)
     ex32 = explainer(copy.deepcopy(net), method, layer)

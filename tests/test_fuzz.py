@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 
 import av
+import corpus
 import pytest
 from hypothesis import HealthCheck, example, given, settings, target
 from hypothesis import strategies as st
 
-import corpus
-from camvideo.jobs import AnnotateSettings, annotate_video
 from camvideo.errors import CamvideoError
+from camvideo.jobs import AnnotateSettings, annotate_video
 from camvideo.pipeline import StageStalled
 from camvideo.render import Renderer
 from camvideo.sources import FileSource
@@ -52,8 +52,11 @@ mutation = st.one_of(
     st.tuples(st.just("delete"), positions, st.integers(1, 256)),
     st.tuples(st.just("splice"), positions, positions, st.integers(1, 512)),  # copy a chunk over another place
     st.tuples(st.just("insert"), positions, positions, st.integers(1, 512)),  # copy a chunk in (sizes shift)
-    st.tuples(st.just("box"), st.sampled_from([b"moov", b"trak", b"mdia", b"stsz", b"stco", b"stts", b"avcC", b"mdat"]),
-              st.integers(0, 2**32 - 1)),  # an atom's size field set to anything  # fmt: skip
+    st.tuples(
+        st.just("box"),
+        st.sampled_from([b"moov", b"trak", b"mdia", b"stsz", b"stco", b"stts", b"avcC", b"mdat"]),
+        st.integers(0, 2**32 - 1),
+    ),  # an atom's size field set to anything  # fmt: skip
 )
 
 

@@ -42,7 +42,10 @@ def test_cuda_maps_equal_cpu_float32(method: str) -> None:
 @pytest.mark.parametrize("method", ["cam", "gradcam"])
 def test_cuda_half_precision_within_1e2(method: str, precision: str) -> None:
     batch = frames()
-    with Explainer(method=method, device="cpu") as cpu, Explainer(method=method, device="cuda", precision=precision) as gpu:
+    with (
+        Explainer(method=method, device="cpu") as cpu,
+        Explainer(method=method, device="cuda", precision=precision) as gpu,
+    ):
         a = cpu.explain(batch, target=cpu.explain(batch).classes)
         b = gpu.explain(batch, target=a.classes.cuda())
         assert b.maps.dtype == torch.float32

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from live_helpers import NAMES, TinyNet, tiny_explainer
 
 from camvideo.engine import METHODS, Explainer
 from camvideo.errors import ModelError
@@ -23,8 +23,6 @@ from camvideo.options import COLORMAP_NAMES, METHOD_CHOICES, METHOD_NAMES, canon
 from camvideo.render import COLORMAPS, Renderer, TemporalSmoother
 from camvideo.sinks import Mp4Sink
 from camvideo.types import Frame, FrameResult, VideoInfo
-
-from live_helpers import NAMES, TinyNet, tiny_explainer
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("camvideo", "ui")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from camvideo.errors import ModelError
 from camvideo.engine.models.lite0 import (
     EfficientNetLite0,
     SameConv2d,
@@ -16,6 +16,7 @@ from camvideo.engine.models.lite0 import (
     lite0_weights_path,
     map_lukemelas_keys,
 )
+from camvideo.errors import ModelError
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])

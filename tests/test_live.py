@@ -18,24 +18,33 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from camvideo.jobs import FrameAnnotator
-from camvideo.errors import InputError, OutputError, SourceLost
-from camvideo.sources import (
-    LIVE_TIME_BASE, CameraSource, PacedFileSource, StreamSource, describe_spec, open_live_source,
-)  # fmt: skip
-from camvideo.jobs import LatencyMeter, LiveOptions, LiveSession, percentile
-from camvideo.pipeline import DropOldest, DropWorker, Gate, LatestWorker
-from camvideo.render import Renderer
-from camvideo.render import TemporalSmoother
-from camvideo.sources import FileSource
-from camvideo.sources.live import DeviceLost, ReconnectingSource
-from camvideo.types import Frame
-
 from live_helpers import (
-    BUNNY, CATS, HttpFileServer, HttpStreamServer, UdpStreamServer, clip_images, free_port, make_ts_with_audio,
+    BUNNY,
+    CATS,
+    HttpFileServer,
+    HttpStreamServer,
+    UdpStreamServer,
+    clip_images,
+    free_port,
+    make_ts_with_audio,
     tiny_explainer,
 )  # fmt: skip
+
+from camvideo.errors import InputError, OutputError, SourceLost
+from camvideo.jobs import FrameAnnotator, LatencyMeter, LiveOptions, LiveSession, percentile
+from camvideo.pipeline import DropOldest, DropWorker, Gate, LatestWorker
+from camvideo.render import Renderer, TemporalSmoother
+from camvideo.sources import (
+    LIVE_TIME_BASE,
+    CameraSource,
+    FileSource,
+    PacedFileSource,
+    StreamSource,
+    describe_spec,
+    open_live_source,
+)  # fmt: skip
+from camvideo.sources.live import DeviceLost, ReconnectingSource
+from camvideo.types import Frame
 
 torch.set_num_threads(1)  # shared machine
 
@@ -134,7 +143,9 @@ def test_latest_worker_error_reaches_the_caller() -> None:
 def test_drop_worker_drops_when_full_and_finishes_what_is_queued() -> None:
     done = []
     gate = threading.Event()
-    worker: DropWorker[int] = DropWorker(lambda i: (gate.wait(5), done.append(i)), size=3, name="camvideo-test-drop").start()
+    worker: DropWorker[int] = DropWorker(
+        lambda i: (gate.wait(5), done.append(i)), size=3, name="camvideo-test-drop"
+    ).start()
     results = [worker.put(i) for i in range(10)]
     gate.set()
     assert worker.close(5.0)
@@ -397,7 +408,9 @@ def test_every_nth_frame_on_a_live_stream_displays_at_the_camera_rate() -> None:
     # the map follows about one model run behind (the first ones come from the startup burst)
     assert float(np.median(lags)) < 2.5 * run and len({r.extra["model_frame"] for r in results}) >= 5
     # the overlay is on every frame, including the ones the model did not see
-    assert all(r.image.shape == r.frame.image.shape and np.abs(r.image.astype(int) - r.frame.image).mean() > 5 for r in results)
+    assert all(
+        r.image.shape == r.frame.image.shape and np.abs(r.image.astype(int) - r.frame.image).mean() > 5 for r in results
+    )
 
 
 def test_every_nth_frame_in_order_runs_the_model_on_every_nth() -> None:

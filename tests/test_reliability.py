@@ -25,11 +25,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import av
+import corpus
 import numpy as np
 import pytest
 import torch
 
-import corpus
 from camvideo.cli import main
 from camvideo.sources import FileSource
 
@@ -172,7 +172,9 @@ def test_corpus_case(corpus_run, case: corpus.Case) -> None:
     if case.lossy is not None:
         assert bool(lost) == case.lossy, lost
     warned = [line for line in about if "could not be decoded" in line]
-    assert warned == ([f"camvideo: warning: {path}: {lost} frame(s) could not be decoded and were skipped"] if lost else [])
+    assert warned == (
+        [f"camvideo: warning: {path}: {lost} frame(s) could not be decoded and were skipped"] if lost else []
+    )
     if not lost and case.lossy is False:  # an intact file: the decoder's own timestamps, independently
         assert decoded_times(path) == pytest.approx([t for t, _ in source], abs=1e-9)
 
@@ -197,7 +199,9 @@ def test_corpus_case(corpus_run, case: corpus.Case) -> None:
 def test_single_bad_input_is_one_line_and_exit_2(tmp_path, capsys, tiny_cli, case) -> None:
     path = corpus.build(tmp_path / "in", [case])[case.name]
     before = corpus.checksums(tmp_path / "in")
-    code, lines = run_main(capsys, "annotate", str(path), "-o", str(tmp_path / "out.mp4"), "--jsonl", str(tmp_path / "o.jsonl"))
+    code, lines = run_main(
+        capsys, "annotate", str(path), "-o", str(tmp_path / "out.mp4"), "--jsonl", str(tmp_path / "o.jsonl")
+    )
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"camvideo: error: {path}: ") and case.words in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"] and corpus.checksums(tmp_path / "in") == before
@@ -244,7 +248,9 @@ def test_output_that_is_the_input(tmp_path, capsys, tiny_cli, clip) -> None:
     for output in (str(video), str(tmp_path / "link.mp4"), str(tmp_path / "." / "video.mp4")):
         code, lines = run_main(capsys, "annotate", str(video), "-o", output, "--overwrite")
         assert code == 2 and len(lines) == 1 and "the output is the input" in lines[0]
-    code, lines = run_main(capsys, "annotate", str(video), "-o", str(tmp_path / "x.mp4"), "--jsonl", str(tmp_path / "x.mp4"))
+    code, lines = run_main(
+        capsys, "annotate", str(video), "-o", str(tmp_path / "x.mp4"), "--jsonl", str(tmp_path / "x.mp4")
+    )
     assert code == 2 and len(lines) == 1 and "must be different files" in lines[0]
     assert corpus.checksum(video) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.mp4", "video.mp4"]
@@ -363,19 +369,28 @@ STAGES = ["source", "decoder", "engine", "sink"]
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("stage", STAGES)
-def test_exception_in_a_stage_removes_the_output_and_exits_1(tmp_path, capsys, monkeypatch, tiny_cli, clip, stage) -> None:
+def test_exception_in_a_stage_removes_the_output_and_exits_1(
+    tmp_path, capsys, monkeypatch, tiny_cli, clip, stage
+) -> None:
     inject(monkeypatch, stage, "error")
     out = tmp_path / "out.mp4"
-    code, lines = run_main(capsys, "annotate", str(clip), "-o", str(out), "--batch-size", "2", "--jsonl", str(tmp_path / "o.jsonl"))
+    code, lines = run_main(
+        capsys, "annotate", str(clip), "-o", str(out), "--batch-size", "2", "--jsonl", str(tmp_path / "o.jsonl")
+    )
     assert code == 1 and len(lines) == 1, lines
-    assert lines[0] == f"camvideo: internal error: Injected: injected fault in the {stage} (set CAMVIDEO_DEBUG=1 for details)"
+    assert (
+        lines[0]
+        == f"camvideo: internal error: Injected: injected fault in the {stage} (set CAMVIDEO_DEBUG=1 for details)"
+    )
     assert list(tmp_path.iterdir()) == []  # no video, no records, no temporary file
     assert wait_for_no_threads(2.0) == []
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("stage", STAGES)
-def test_stall_in_a_stage_is_reported_and_removes_the_output(tmp_path, capsys, monkeypatch, tiny_cli, clip, stage) -> None:
+def test_stall_in_a_stage_is_reported_and_removes_the_output(
+    tmp_path, capsys, monkeypatch, tiny_cli, clip, stage
+) -> None:
     import importlib
 
     stall = inject(monkeypatch, stage, "stall")
@@ -404,12 +419,16 @@ def test_stall_in_a_stage_is_reported_and_removes_the_output(tmp_path, capsys, m
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("stage", STAGES)
-def test_ctrl_c_in_a_stage_keeps_the_frames_done_and_exits_130(tmp_path, capsys, monkeypatch, tiny_cli, clip, stage) -> None:
+def test_ctrl_c_in_a_stage_keeps_the_frames_done_and_exits_130(
+    tmp_path, capsys, monkeypatch, tiny_cli, clip, stage
+) -> None:
     inject(monkeypatch, stage, "interrupt")
     out, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
     code, lines = run_main(capsys, "annotate", str(clip), "-o", str(out), "--batch-size", "2", "--jsonl", str(jsonl))
     assert code == 130 and len(lines) == 1, lines
-    done = int(re.fullmatch(rf"camvideo: interrupted; {re.escape(str(out))} keeps the (\d+) frames done", lines[0]).group(1))
+    done = int(
+        re.fullmatch(rf"camvideo: interrupted; {re.escape(str(out))} keeps the (\d+) frames done", lines[0]).group(1)
+    )
     assert 10 <= done <= K  # the queues are bounded: the frames before the fault are done
     expected = decoded_times(clip)[:done]
     assert decoded_times(out) == pytest.approx(expected, abs=1e-9)  # decodable, in order, on time
@@ -472,7 +491,7 @@ sys.exit(main(["annotate", {str(clip)!r}, "-o", "out.mp4", "--batch-size", "2"])
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 130, proc.stderr
-    assert assert_clean_stderr(proc.stderr) == [f"camvideo: interrupted; out.mp4 keeps the 10 frames done"]
+    assert assert_clean_stderr(proc.stderr) == ["camvideo: interrupted; out.mp4 keeps the 10 frames done"]
     assert len(decoded_times(tmp_path / "out.mp4")) == 10
 
 
@@ -550,7 +569,9 @@ def test_full_disk_under_the_video(tmp_path, capsys, monkeypatch, tiny_cli, clip
     monkeypatch.setattr(sinks.secrets, "token_hex", lambda n: "deadbeef")
     link = tmp_path / ".out.mp4.partial-deadbeef.mp4"
     link.symlink_to("/dev/full")
-    code, lines = run_main(capsys, "annotate", str(clip), "-o", str(tmp_path / "out.mp4"), "--jsonl", str(tmp_path / "out.jsonl"))
+    code, lines = run_main(
+        capsys, "annotate", str(clip), "-o", str(tmp_path / "out.mp4"), "--jsonl", str(tmp_path / "out.jsonl")
+    )
     assert code == 2 and len(lines) == 1 and "disk full" in lines[0] and "nothing was saved" in lines[0], lines
     assert list(tmp_path.iterdir()) == []
 
@@ -615,11 +636,17 @@ def test_weights_with_code_in_them_are_refused(tmp_path, capsys, clip) -> None:
     torch.save({"classifier.weight": CodeInPickle(marker)}, evil)
     # the default model (its own loader) and a torchvision model (the generic one)
     for model, words in (("efficientnet_lite0", "is not a PyTorch weights file"), ("resnet18", "refused to load")):
-        code, lines = run_main(capsys, "annotate", str(clip), "--model", model, "--weights", str(evil), "-o", str(tmp_path / "o.mp4"))
+        code, lines = run_main(
+            capsys, "annotate", str(clip), "--model", model, "--weights", str(evil), "-o", str(tmp_path / "o.mp4")
+        )
         assert code == 2 and len(lines) == 1 and words in lines[0] and "weights.pt" in lines[0], lines
         assert not marker.exists()
         # says why (the global refused), without terminal escapes
-        assert "Unsupported global" in lines[0] and "exec" in lines[0].split("Unsupported global")[1] and "\x1b" not in lines[0], lines
+        assert (
+            "Unsupported global" in lines[0]
+            and "exec" in lines[0].split("Unsupported global")[1]
+            and "\x1b" not in lines[0]
+        ), lines
     torch.load(evil, weights_only=False)  # the file is armed: a plain torch.load runs its code
     assert marker.exists()
 
@@ -628,8 +655,8 @@ def test_planted_torchvision_cache_file_is_refused(tmp_path, monkeypatch) -> Non
     """torch.hub loads cached weights with weights_only=False unless told (regression)."""
     import torchvision.models as tvm
 
-    from camvideo.errors import ModelError
     from camvideo.engine.models import load_model
+    from camvideo.errors import ModelError
 
     hub = tmp_path / "hub"
     (hub / "checkpoints").mkdir(parents=True)
@@ -667,7 +694,11 @@ def test_no_shell_and_no_eval_anywhere_in_the_package() -> None:
                 fn = node.func
                 if isinstance(fn, ast.Name) and fn.id in ("eval", "exec", "__import__"):
                     found.append(f"{path.name}:{node.lineno}: {fn.id}()")
-                if isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) and (fn.value.id, fn.attr) in SHELL_CALLS:
+                if (
+                    isinstance(fn, ast.Attribute)
+                    and isinstance(fn.value, ast.Name)
+                    and (fn.value.id, fn.attr) in SHELL_CALLS
+                ):
                     found.append(f"{path.name}:{node.lineno}: {fn.value.id}.{fn.attr}()")
                 if any(k.arg == "shell" for k in node.keywords):
                     found.append(f"{path.name}:{node.lineno}: shell=")
@@ -704,7 +735,7 @@ def listener():
         while not stop.is_set():
             try:
                 conn, _ = server.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             conn.settimeout(1)
             try:
@@ -727,7 +758,9 @@ def test_urls_are_never_opened_from_files(tmp_path, capsys, tiny_cli, listener) 
     port, hits = listener
     url = f"http://127.0.0.1:{port}/video.mp4"
     code, lines = run_main(capsys, "annotate", url, "-o", str(tmp_path / "o.mp4"))
-    assert code == 2 and lines == [f"camvideo: error: {url}: not a file; annotate reads video files (open streams with `camvideo live URL`)"]
+    assert code == 2 and lines == [
+        f"camvideo: error: {url}: not a file; annotate reads video files (open streams with `camvideo live URL`)"
+    ]
     files = {
         "list.m3u8": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n{url}\n#EXT-X-ENDLIST\n",
         "variant.m3u8": f"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\nhttp://127.0.0.1:{port}/sub.m3u8\n",
@@ -780,7 +813,7 @@ class DroppingStreamServer:
         self.url = f"tcp://127.0.0.1:{self._server.getsockname()[1]}"
         self._thread = threading.Thread(target=self._run, name="test-dropping-server", daemon=True)
 
-    def start(self) -> "DroppingStreamServer":
+    def start(self) -> DroppingStreamServer:
         self._thread.start()
         return self
 
@@ -808,8 +841,8 @@ class DroppingStreamServer:
 
 @pytest.mark.timeout(60)
 def test_live_stream_that_disappears_is_reported_and_reopened(caplog) -> None:
-    from camvideo.sources import StreamSource
     from camvideo.pipeline import Pipeline
+    from camvideo.sources import StreamSource
 
     server = DroppingStreamServer(frames=60, connections=3).start()
     try:
@@ -843,8 +876,8 @@ def test_live_stream_that_disappears_is_reported_and_reopened(caplog) -> None:
 @pytest.mark.timeout(60)
 def test_live_stream_that_stays_gone_ends_with_one_clear_error() -> None:
     from camvideo.errors import SourceLost
-    from camvideo.sources import StreamSource
     from camvideo.pipeline import Pipeline
+    from camvideo.sources import StreamSource
 
     server = DroppingStreamServer(frames=60, connections=1).start()
     try:
@@ -868,8 +901,8 @@ def test_live_stream_that_stays_gone_ends_with_one_clear_error() -> None:
 
 
 def live_session(clip: Path, on_frame):
-    from camvideo.sources import PacedFileSource
     from camvideo.jobs import LiveOptions, LiveSession
+    from camvideo.sources import PacedFileSource
 
     source = PacedFileSource(clip, loop=True, speed=4.0)
     explainer = corpus.tiny_explainer()

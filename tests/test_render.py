@@ -138,7 +138,7 @@ def _full_resolution_box(index: np.ndarray, threshold: float) -> tuple[int, int,
 
 def _blob_map(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """A CAM-like raw map: one to three Gaussian blobs on a coarse grid, a little noise."""
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
     raw = rng.normal(0.0, 0.05, shape).astype(np.float32)
     for _ in range(rng.integers(1, 4)):
         cy, cx, sigma = rng.uniform(0, shape[0]), rng.uniform(0, shape[1]), rng.uniform(0.6, 3.0)

@@ -12,17 +12,16 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import corpus
 import numpy as np
 import psutil
 import pytest
 
-import corpus
-from camvideo.jobs import FrameAnnotator
 from camvideo.engine import METHODS
+from camvideo.jobs import FrameAnnotator
 from camvideo.pipeline import Pipeline
-from camvideo.render import Renderer
+from camvideo.render import Renderer, TemporalSmoother
 from camvideo.sinks import Mp4Sink
-from camvideo.render import TemporalSmoother
 from camvideo.types import Frame, VideoInfo
 
 SOAK_FRAMES = 20_000
@@ -64,7 +63,9 @@ def test_soak_20k_frames_through_the_pipeline(tmp_path: Path) -> None:
     gc.collect()
     explainer = corpus.tiny_explainer()
     before = sample(process, explainer.model)
-    annotator = FrameAnnotator(explainer, Renderer("jet", 0.5, class_names=explainer.class_names), TemporalSmoother(0.25))
+    annotator = FrameAnnotator(
+        explainer, Renderer("jet", 0.5, class_names=explainer.class_names), TemporalSmoother(0.25)
+    )
     info = VideoInfo(width=32, height=32, fps=30.0, time_base=Fraction(1, 30))
     samples: dict[int, dict] = {}
     out = tmp_path / "soak.mp4"

@@ -23,11 +23,11 @@ import pytest
 import torch
 
 pytest.importorskip("PyQt6")
+from live_helpers import CATS, NAMES, tiny_explainer  # noqa: E402
 from PyQt6.QtCore import QSettings, Qt  # noqa: E402
 
 from camvideo.jobs import LiveOptions  # noqa: E402
 from camvideo.sources import FileSource  # noqa: E402
-from live_helpers import CATS, NAMES, tiny_explainer  # noqa: E402
 from ui.window import AppOptions, MainWindow  # noqa: E402
 
 torch.set_num_threads(1)
@@ -101,7 +101,9 @@ def test_controls_alpha_zero_and_a_fixed_class(qtbot, settings, tmp_path: Path) 
     window.controls.alpha_slider.setValue(60)
     qtbot.keyClick(window, Qt.Key.Key_Space)  # pause: the same frame is redrawn for each change
     assert window.session.paused and window.controls.pause_button.text() == "Resume"
-    top1 = wait_result(qtbot, window, lambda r: r.frame.extra.get("replay") or not np.array_equal(r.image, r.frame.image))
+    top1 = wait_result(
+        qtbot, window, lambda r: r.frame.extra.get("replay") or not np.array_equal(r.image, r.frame.image)
+    )
     qtbot.wait(300)
     top1 = window.last_result
     other = next(i for i in range(len(NAMES)) if i != top1.class_index)

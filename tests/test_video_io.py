@@ -248,9 +248,10 @@ def test_display_rotation_gives_upright_frames(tmp_path, degrees, hflip):
         info, frames = src.info, list(src)
     assert (info.height, info.width) == expected.shape[:2] == frames[0].image.shape[:2]
     # clockwise quarter turns; a mirrored picture reports the turn of ffmpeg's transpose
-    assert info.rotation == {(90, False): 270, (-90, False): 90, (180, False): 180, (0, True): 0, (90, True): 90}[
-        (degrees, hflip)
-    ]
+    assert (
+        info.rotation
+        == {(90, False): 270, (-90, False): 90, (180, False): 180, (0, True): 0, (90, True): 90}[(degrees, hflip)]
+    )
     assert np.abs(frames[0].image.astype(int) - expected).mean() < 6
 
 

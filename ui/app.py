@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from PyQt6.QtCore import QTimer
 from PyQt6.QtWidgets import QApplication

@@ -60,7 +60,9 @@ class MainWindow(CaptureMixin, QMainWindow):
         self.session: LiveSession | None = None
         self.last_result: FrameResult | None = None
         self.exit_code = 0
-        self._explainer = app.explainer if app.explainer is not None and app.options.model_key() == self.options.model_key() else None
+        self._explainer = (
+            app.explainer if app.explainer is not None and app.options.model_key() == self.options.model_key() else None
+        )
         self._spec: str | None = app.spec
         self._shown_any = False
         self._closing = False
@@ -192,7 +194,9 @@ class MainWindow(CaptureMixin, QMainWindow):
         self.controls.source_combo.addItem("Sample video (looped)", "sample")
         for recent in self._recent():
             self.controls.source_combo.addItem(recent if "://" in recent else Path(recent).name, recent)
-            self.controls.source_combo.setItemData(self.controls.source_combo.count() - 1, recent, Qt.ItemDataRole.ToolTipRole)
+            self.controls.source_combo.setItemData(
+                self.controls.source_combo.count() - 1, recent, Qt.ItemDataRole.ToolTipRole
+            )
         self.controls.source_combo.blockSignals(False)
 
     def _recent(self) -> list[str]:
@@ -223,7 +227,9 @@ class MainWindow(CaptureMixin, QMainWindow):
 
     def _open_file_dialog(self) -> None:
         folder = str(self.settings.value("sources/folder", str(Path.home())))
-        path, _ = QFileDialog.getOpenFileName(self, "Open a video", folder, "Videos (*.mp4 *.mov *.mkv *.avi *.webm *.m4v *.ts);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a video", folder, "Videos (*.mp4 *.mov *.mkv *.avi *.webm *.m4v *.ts);;All files (*)"
+        )
         if path:
             self.settings.setValue("sources/folder", str(Path(path).parent))
             self.open_source(path, spec=path)
@@ -366,7 +372,11 @@ class MainWindow(CaptureMixin, QMainWindow):
             self._note(session.notice)
             session.notice = ""
         if session.state == "failed" and session.error is not None:
-            message = str(session.error) if isinstance(session.error, CamvideoError) else f"{type(session.error).__name__}: {session.error}"
+            message = (
+                str(session.error)
+                if isinstance(session.error, CamvideoError)
+                else f"{type(session.error).__name__}: {session.error}"
+            )
             if self.view.message != message:
                 self.view.set_message(message)
                 self.app_options.errors.append(message)

@@ -27,7 +27,7 @@ def explicit_options(args: argparse.Namespace) -> frozenset[str]:
     argparse does not say which values are defaults; a value equal to the default counts
     as not given, which only matters when it also differs from the saved setting.
     """
-    from .main import build_parser
+    from .parser import build_parser
 
     defaults = vars(build_parser().parse_args(["live"]))
     return frozenset(name for name, value in vars(args).items() if name in defaults and value != defaults[name])

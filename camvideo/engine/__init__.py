@@ -3,7 +3,16 @@ class) and the :class:`Explainer` front."""
 
 from .explainer import Explainer, Explanation, Target, resolve_device
 from .methods import (
-    CAM, METHODS, CAMMethod, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, method_name,
+    CAM,
+    METHODS,
+    CAMMethod,
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    method_name,
 )  # fmt: skip
 from .models import DEFAULT_MODEL, ModelSpec, available_models, load_model
 

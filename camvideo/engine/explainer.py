@@ -13,8 +13,9 @@ import math
 import os
 import threading
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -22,12 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from ..options import AUTO_METHOD
-from ..options import DEFAULT_INPUT_POLICY, INPUT_POLICIES
-from .models import DEFAULT_MODEL, ModelSpec, load_model
+from ..options import AUTO_METHOD, DEFAULT_INPUT_POLICY, INPUT_POLICIES
 from ..render import FrameUploader
 from .layers import LayerReport, inspect_model
 from .methods import CAMMethod, make_method, method_name
+from .models import DEFAULT_MODEL, ModelSpec, load_model
 
 Target = Union[None, int, str, torch.Tensor, Sequence[int], Callable[[torch.Tensor], torch.Tensor]]
 
@@ -143,25 +143,33 @@ class Explainer:
         self._shift = (torch.tensor(self.spec.mean) / torch.tensor(self.spec.std)).view(1, 3, 1, 1).to(self.device)
         self._scorecam_chunk = scorecam_chunk
         # the resize the model was trained with (timm's and torchvision's configs say; bicubic for Swin)
-        self._resize_mode = self.spec.interpolation if self.spec.interpolation in ("bilinear", "bicubic") else "bilinear"
+        self._resize_mode = (
+            self.spec.interpolation if self.spec.interpolation in ("bilinear", "bicubic") else "bilinear"
+        )
         self._uploader = FrameUploader(self.device)
         self._lock = threading.RLock()  # one call at a time: hook captures, upload slots
         # torch.compile wraps the model for the forward passes; hooks stay on the module itself
         self._runner = torch.compile(self.model, dynamic=False) if compile else self.model
         method = self._resolve(method)
-        self._method: CAMMethod | None = make_method(method, self.model, self.report, self._runner, chunk=scorecam_chunk)
+        self._method: CAMMethod | None = make_method(
+            method, self.model, self.report, self._runner, chunk=scorecam_chunk
+        )
         # A hook left on the user's module would outlive us: remove it when we are
         # garbage-collected without close() (the finalizer holds the method, not self).
         self._finalizer = weakref.finalize(self, _close_method, self._method)
 
     @classmethod
-    def from_options(cls, options: object) -> "Explainer":
+    def from_options(cls, options: object) -> Explainer:
         """An Explainer from the model options the front ends share (an argparse namespace,
         a :class:`~camvideo.jobs.LiveOptions`): ``model``, ``method``, ``layer``, ``device``,
         ``weights``, ``precision`` and, when present, ``compile``. The one place they are read."""
         return cls(
-            options.model, method=options.method, layer=options.layer, device=options.device,  # type: ignore[attr-defined]
-            weights=options.weights, precision=options.precision,  # type: ignore[attr-defined]
+            options.model,
+            method=options.method,
+            layer=options.layer,
+            device=options.device,  # type: ignore[attr-defined]
+            weights=options.weights,
+            precision=options.precision,  # type: ignore[attr-defined]
             compile=bool(getattr(options, "compile", False)),
             input_policy=getattr(options, "input_size", None) or DEFAULT_INPUT_POLICY,
         )
@@ -202,7 +210,7 @@ class Explainer:
                 self._method.close()
                 self._method = None
 
-    def __enter__(self) -> "Explainer":
+    def __enter__(self) -> Explainer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -291,7 +299,9 @@ class Explainer:
         scores = torch.softmax(logits.float(), dim=1).gather(1, classes)
         if squeeze and classes.shape[1] == 1:
             maps, classes, scores = maps[:, 0], classes[:, 0], scores[:, 0]
-        return Explanation(maps=maps, classes=classes, scores=scores, logits=logits.float(), input_size=tuple(x.shape[-2:]))
+        return Explanation(
+            maps=maps, classes=classes, scores=scores, logits=logits.float(), input_size=tuple(x.shape[-2:])
+        )
 
     def class_index(self, name_or_index: int | str) -> int:
         """A class index from an index or a (case-insensitive) class name."""

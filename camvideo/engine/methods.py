@@ -12,7 +12,8 @@ context manager); subclasses add only their formula.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ClassVar, Iterator
+from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +72,7 @@ class CAMMethod:
             self._handle = None
         self._activation = None
 
-    def __enter__(self) -> "CAMMethod":
+    def __enter__(self) -> CAMMethod:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -220,7 +221,9 @@ class GradCAMPlusPlus(_GradientMethod):
     def formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         g2 = g * g
         denom = 2 * g2 + A.sum(dim=(2, 3), keepdim=True) * g2 * g
-        alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2))
+        alpha = torch.where(
+            denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2)
+        )
         w = (alpha * F.relu(g)).sum(dim=(2, 3))
         return F.relu(torch.einsum("nk,nkhw->nhw", w, A))
 
@@ -243,7 +246,9 @@ class ScoreCAM(CAMMethod):
 
     name = "scorecam"
 
-    def __init__(self, model: nn.Module, report: LayerReport, runner: Callable[..., object] | None = None, chunk: int = 64) -> None:
+    def __init__(
+        self, model: nn.Module, report: LayerReport, runner: Callable[..., object] | None = None, chunk: int = 64
+    ) -> None:
         super().__init__(model, report, runner)
         self.chunk = max(1, int(chunk))
 
@@ -252,7 +257,9 @@ class ScoreCAM(CAMMethod):
         masks = F.interpolate(A, size=x.shape[-2:], mode="bilinear", align_corners=False)
         lo = masks.amin(dim=(2, 3), keepdim=True)
         span = masks.amax(dim=(2, 3), keepdim=True) - lo
-        masks = torch.where(span > 0, (masks - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(masks))
+        masks = torch.where(
+            span > 0, (masks - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(masks)
+        )
         weights = torch.empty(n, classes.shape[1], k, device=A.device)
         for i in range(n):  # the hook is idle here: masked forwards capture nothing
             for start in range(0, k, self.chunk):

@@ -8,8 +8,17 @@
 """
 
 from .annotate import (
-    SINK_WAIT, AnnotateReport, AnnotateSettings, VideoJob, annotate_many, annotate_video, check_output,
-    default_batch_size, describe, progress_bar, resolve_hwaccel,
+    SINK_WAIT,
+    AnnotateReport,
+    AnnotateSettings,
+    VideoJob,
+    annotate_many,
+    annotate_video,
+    check_output,
+    default_batch_size,
+    describe,
+    progress_bar,
+    resolve_hwaccel,
 )  # fmt: skip
 from .latency import LatencyMeter, percentile
 from .live import LiveSession, LiveStats

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from av.codec.hwaccel import hwdevices_available
 
@@ -136,7 +136,10 @@ def annotate_video(
         if on_start is not None:
             on_start(source)
         annotator = FrameAnnotator(
-            explainer, renderer, TemporalSmoother(settings.smooth), settings.target,
+            explainer,
+            renderer,
+            TemporalSmoother(settings.smooth),
+            settings.target,
             keep_maps=maps is not None or report is not None,  # the report locates the heat on the raw map
             static_batch=batch_size if settings.static_batch else None,
             draw=output is not None or report is not None,
@@ -146,8 +149,14 @@ def annotate_video(
         sink: Mp4Sink | None = None
         if output is not None:
             sink = outputs.enter_context(
-                Mp4Sink(output, source.info, audio=input_path if source.info.has_audio else None,
-                        crf=settings.crf, preset=settings.preset, encoder=settings.encoder)  # fmt: skip
+                Mp4Sink(
+                    output,
+                    source.info,
+                    audio=input_path if source.info.has_audio else None,
+                    crf=settings.crf,
+                    preset=settings.preset,
+                    encoder=settings.encoder,
+                )  # fmt: skip
             )
             writers.append(sink)
         if jsonl is not None:
@@ -204,6 +213,7 @@ def annotate_many(
     reports say ``interrupted``) and no new video starts. The videos share ``explainer``
     (its calls take turns); each renders with its own copy of ``renderer``.
     """
+
     def work(video: VideoJob, context: JobContext) -> AnnotateReport:
         on_frame: Callable[[FrameResult], None] | None = None
 

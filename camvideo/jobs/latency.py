@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["LatencyMeter", "percentile"]
 

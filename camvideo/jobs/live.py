@@ -25,10 +25,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -38,13 +38,12 @@ from ..pipeline import DropOldest, LatestWorker, Pipeline, Task
 from ..render import Renderer, TemporalSmoother
 from ..sources import LiveSource, open_live_source
 from ..types import Frame, FrameResult
-from .settings import LiveOptions, target_of
 from .live_stage import LiveAnnotator
-from .recording import Recording
 from .pacing import EveryAuto
+from .recording import Recording
+from .settings import LiveOptions, target_of
 
 __all__ = ["LiveSession", "LiveStats"]
-
 
 
 log = logging.getLogger(__name__)
@@ -74,6 +73,9 @@ def _run_job(job: Callable[[], object]) -> object:
     return job()
 
 
+_DEFAULT_OPTIONS = LiveOptions()  # frozen: one shared default value
+
+
 class LiveSession:
     """Run a live source through the model into :attr:`display` until :meth:`stop`.
 
@@ -92,7 +94,7 @@ class LiveSession:
     def __init__(
         self,
         source: str | LiveSource | None,
-        options: LiveOptions = LiveOptions(),
+        options: LiveOptions = _DEFAULT_OPTIONS,
         *,
         explainer: Explainer | None = None,
         on_frame: Callable[[], None] | None = None,

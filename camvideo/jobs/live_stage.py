@@ -10,7 +10,7 @@ to show, so a class switch has its map ready.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

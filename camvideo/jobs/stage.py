@@ -14,8 +14,8 @@ background thread: :class:`~camvideo.jobs.live_stage.LiveAnnotator` adds that mo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -179,7 +179,6 @@ class FrameAnnotator:
             )
         return results
 
-
     def _explain_padded(self, images: torch.Tensor, target: Target) -> Explanation:
         """``explainer.explain``, padded to ``static_batch`` frames when that is set."""
         n = images.shape[0]
@@ -206,8 +205,9 @@ class FrameAnnotator:
         top5 = out.probabilities.topk(min(5, out.logits.shape[1]), dim=1)
         top_idx, top_p = top5.indices.tolist(), top5.values.tolist()
         return [
-            ModelOutput(out.logits[i], maps[i].float(), classes[i], scores[i], list(zip(top_idx[i], top_p[i])),
-                        f.index, f.time)  # fmt: skip
+            ModelOutput(
+                out.logits[i], maps[i].float(), classes[i], scores[i], list(zip(top_idx[i], top_p[i])), f.index, f.time
+            )  # fmt: skip
             for i, f in enumerate(frames)
         ]
 
@@ -245,7 +245,9 @@ class FrameAnnotator:
             runs.append(self._held)
         return self._draw(frames, images, runs, [0] * len(frames))
 
-    def _draw(self, frames: Sequence[Frame], images: torch.Tensor, runs: list[ModelOutput], positions: list[int]) -> list[FrameResult]:
+    def _draw(
+        self, frames: Sequence[Frame], images: torch.Tensor, runs: list[ModelOutput], positions: list[int]
+    ) -> list[FrameResult]:
         """Smooth and render frames, each with its model run's map at ``positions[i]``."""
         times = [f.time for f in frames]
         shown = torch.stack([run.maps[p] for run, p in zip(runs, positions)])

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

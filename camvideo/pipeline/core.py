@@ -23,8 +23,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Iterable, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from ..errors import CamvideoError
 from ..types import Frame
@@ -173,9 +174,7 @@ class Pipeline(Generic[R]):
         self.stats = PipelineStats()
         self._stop = threading.Event()
         size = queue_size if queue_size is not None else 2 * batch_size
-        self._frames: _Channel = (
-            _LiveFrames(live_depth, self._stop) if policy == "live" else _Channel(size, self._stop)
-        )
+        self._frames: _Channel = _LiveFrames(live_depth, self._stop) if policy == "live" else _Channel(size, self._stop)
         self._results = _Channel(size, self._stop)
         self._error: BaseException | None = None
         self._error_stage = ""
@@ -340,9 +339,15 @@ class Pipeline(Generic[R]):
 
     def _stall_message(self, now: float) -> str:
         # The stage(s) inside one call since (about) the last progress; the others wait on queues.
-        stuck = [name for name, since in self._calls.items() if since is not None and now - since >= self.stall_timeout / 2]
+        stuck = [
+            name for name, since in self._calls.items() if since is not None and now - since >= self.stall_timeout / 2
+        ]
         running = [name for name, ended in self._ended.items() if not ended.is_set()]
-        where = f"the {' and '.join(stuck)} stage is stuck in one call" if stuck else f"stages still running: {', '.join(running)}"
+        where = (
+            f"the {' and '.join(stuck)} stage is stuck in one call"
+            if stuck
+            else f"stages still running: {', '.join(running)}"
+        )
         return f"no progress for {now - self._progress:.0f} s ({where}); stopped"
 
     def wait_stage(self, name: str, timeout: float) -> bool:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from ..errors import CamvideoError
 from .channels import DropOldest
@@ -133,7 +134,7 @@ class Task(Generic[T]):
         except BaseException as err:  # noqa: BLE001 - handed to whoever checks the task
             self.error = err
 
-    def start(self) -> "Task[T]":
+    def start(self) -> Task[T]:
         self._thread.start()
         return self
 
@@ -180,7 +181,7 @@ class LatestWorker(Generic[J, R]):
         self.busy = 0.0  # seconds spent in fn
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> "LatestWorker[J, R]":
+    def start(self) -> LatestWorker[J, R]:
         self._thread.start()
         return self
 
@@ -275,7 +276,7 @@ class DropWorker(Generic[T]):
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> "DropWorker[T]":
+    def start(self) -> DropWorker[T]:
         self._thread.start()
         return self
 

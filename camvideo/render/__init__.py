@@ -7,7 +7,15 @@ the host and the device with pinned buffers.
 """
 
 from .overlay import (
-    COLORMAPS, Rendered, Renderer, cam_box, cam_box_reduced, colormap_lut, draw_box, draw_label, largest_component_box,
+    COLORMAPS,
+    Rendered,
+    Renderer,
+    cam_box,
+    cam_box_reduced,
+    colormap_lut,
+    draw_box,
+    draw_label,
+    largest_component_box,
     normalize_maps,
 )  # fmt: skip
 from .smoothing import TemporalSmoother

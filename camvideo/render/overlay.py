@@ -9,9 +9,9 @@ the host frame with OpenCV, which has the connected-components and text routines
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Sequence
+from functools import cache
 
 import cv2
 import numpy as np
@@ -35,8 +35,7 @@ COLORMAPS = {
 }
 
 
-
-@lru_cache(maxsize=None)
+@cache
 def colormap_lut(name: str) -> np.ndarray:
     """The (256, 3) uint8 RGB table of a colormap, read once from OpenCV."""
     key = name.strip().lower()
@@ -86,7 +85,9 @@ def cam_box(normalized: np.ndarray, threshold: float = 0.2, connectivity: int = 
     return largest_component_box(normalized > threshold * peak, connectivity)
 
 
-def cam_box_reduced(index: np.ndarray, threshold: float = 0.2, connectivity: int = 8, step: int | None = None) -> Box | None:
+def cam_box_reduced(
+    index: np.ndarray, threshold: float = 0.2, connectivity: int = 8, step: int | None = None
+) -> Box | None:
     """:func:`cam_box` at a fraction of its cost, for big frames.
 
     The connected components (the costly part: 4-12 ms on a 720p index) are found on a
@@ -120,8 +121,8 @@ def cam_box_reduced(index: np.ndarray, threshold: float = 0.2, connectivity: int
         bx, by, bw, bh = (int(v) for v in stats[label, :4])
         x0, y0 = bx * step, by * step
         x1, y1 = min(width, (bx + bw) * step), min(height, (by + bh) * step)
-        blocks = (labels[by:by + bh, bx:bx + bw] == label).view(np.uint8)
-        mine = cv2.resize(blocks, (bw * step, bh * step), interpolation=cv2.INTER_NEAREST)[:y1 - y0, :x1 - x0]
+        blocks = (labels[by : by + bh, bx : bx + bw] == label).view(np.uint8)
+        mine = cv2.resize(blocks, (bw * step, bh * step), interpolation=cv2.INTER_NEAREST)[: y1 - y0, : x1 - x0]
         hot = (index[y0:y1, x0:x1] > level) & mine.view(bool)
         count = int(np.count_nonzero(hot))
         if count > best_count:
@@ -186,7 +187,7 @@ class Renderer:
         self._lut: dict[torch.device, torch.Tensor] = {}
         self._downloaders: dict[torch.device, FrameDownloader] = {}
 
-    def copy(self) -> "Renderer":
+    def copy(self) -> Renderer:
         """The same settings with buffers of its own: one per thread that renders at once."""
         return Renderer(self.colormap, self.alpha, boxes=self.boxes, labels=self.labels, threshold=self.threshold,
                         side_by_side=self.side_by_side, class_names=self.class_names, backend=self.backend,
@@ -206,7 +207,9 @@ class Renderer:
         """Colour uint8/long colormap indices (N, H, W): (N, H, W, 3) uint8 on their device."""
         return self.lut(index.device)[index.long()]
 
-    def overlay(self, frames: torch.Tensor, maps: torch.Tensor, bounds: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def overlay(
+        self, frames: torch.Tensor, maps: torch.Tensor, bounds: torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Blend heat over the frames: host uint8 images (N, H, W', 3) and the colormap
         index maps (N, H, W) uint8 that the box rule reads.
 
@@ -225,7 +228,9 @@ class Renderer:
         if self.alpha == 0.0:
             blended = frames
         else:
-            blended = (self.alpha * self.heat(index).float() + (1.0 - self.alpha) * frames.float()).round_().to(torch.uint8)
+            blended = (
+                (self.alpha * self.heat(index).float() + (1.0 - self.alpha) * frames.float()).round_().to(torch.uint8)
+            )
         if self.side_by_side:
             blended = torch.cat([frames, blended], dim=2)
         # One device -> host copy per batch: each frame's row holds its image, then its
@@ -294,7 +299,11 @@ class Renderer:
         frame) also decides, against ``min_score``, which frames are drawn as unsure."""
         images, indices = self.overlay(frames, maps, bounds)
         boxes: list[Box | None] = [None] * len(images)
-        score_list = (scores.tolist() if isinstance(scores, torch.Tensor) else list(scores)) if scores is not None else [None] * len(images)
+        score_list = (
+            (scores.tolist() if isinstance(scores, torch.Tensor) else list(scores))
+            if scores is not None
+            else [None] * len(images)
+        )
         if labels is None and self.labels and classes is not None:
             labels = [self.label_text(c, s) for c, s in zip(classes.tolist(), score_list)]
         offset = frames.shape[2] if self.side_by_side else 0
@@ -312,7 +321,11 @@ class Renderer:
         return score is not None and score < self.min_score
 
     def label_text(self, class_index: int, score: float | None) -> str:
-        name = self.class_names[class_index] if self.class_names and 0 <= class_index < len(self.class_names) else f"class {class_index}"
+        name = (
+            self.class_names[class_index]
+            if self.class_names and 0 <= class_index < len(self.class_names)
+            else f"class {class_index}"
+        )
         text = f"{name} {score:.0%}" if score is not None else name
         return f"unsure: {text}" if self.unsure(score) else text
 

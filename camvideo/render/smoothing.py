@@ -22,7 +22,7 @@ call reuses the first's weights, so the two EMAs always see the same Δt.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

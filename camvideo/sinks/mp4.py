@@ -59,6 +59,7 @@ def container_format(path: str | PathLike) -> str:
                           "(H.264 with the sound)")  # fmt: skip
     return CONTAINERS[suffix]
 
+
 log = logging.getLogger(__name__)
 
 # Output is tagged BT.709, limited range, and converted with that matrix, so players

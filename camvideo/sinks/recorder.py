@@ -12,9 +12,10 @@ a drop-when-full worker so that a slow encoder never stalls the display.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..errors import OutputError
 from ..types import Frame, FrameResult, VideoInfo

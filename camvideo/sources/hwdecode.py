@@ -26,7 +26,7 @@ def hardware_failure(err: BaseException, path: Path) -> str:
     cause = err.__cause__ if isinstance(err, InputError) and err.__cause__ is not None else err
     text = one_line(cause)
     prefix = f"{path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def hardware_unused(context: av.codec.context.CodecContext, hwaccel: str, codec: str) -> str | None:

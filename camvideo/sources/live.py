@@ -125,7 +125,9 @@ class LiveSource:
             while verdict == Gate.REPLAY:
                 if self._last is not None:
                     last = self._last
-                    yield Frame(last.index, last.image, last.pts, last.time, time.monotonic(), {**last.extra, "replay": True})
+                    yield Frame(
+                        last.index, last.image, last.pts, last.time, time.monotonic(), {**last.extra, "replay": True}
+                    )
                 verdict = self.gate.admit(block=self.holds_when_paused)
             if verdict == Gate.CLOSED:
                 return

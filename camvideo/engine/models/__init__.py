@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -167,7 +167,14 @@ def load_model(
     if name in (DEFAULT_MODEL, "lite0", "efficientnet-lite0"):
         from .lite0 import efficientnet_lite0
 
-        spec = ModelSpec(efficientnet_lite0(weights, pretrained=pretrained), DEFAULT_MODEL, 224, IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names())
+        spec = ModelSpec(
+            efficientnet_lite0(weights, pretrained=pretrained),
+            DEFAULT_MODEL,
+            224,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            imagenet_class_names(),
+        )
     elif name.replace("-", "_").removeprefix("efficientnet_") in ("lite1", "lite2"):
         from .lite import efficientnet_lite
 

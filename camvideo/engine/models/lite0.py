@@ -33,8 +33,15 @@ __all__ = ["EfficientNetLite0", "efficientnet_lite0", "lite0_weights_path"]
 
 _BN_EPS = 1e-3
 # (kernel, stride, expand ratio, out channels, repeats): EfficientNet-B0's stages.
-_STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
-           (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))
+_STAGES = (
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+)
 
 
 def lite0_weights_path() -> pathlib.Path:
@@ -114,9 +121,13 @@ class EfficientNetLite0(nn.Module):
 
 
 _KEY_MAP = (  # (regex on the file's key, replacement in our naming)
-    (r"^_conv_stem\.", "stem.0."), (r"^_bn0\.", "stem.1."),
-    (r"^_conv_head\.", "head.0."), (r"^_bn1\.", "head.1."), (r"^_fc\.", "classifier."),
-    (r"^_blocks\.(\d+)\._expand_conv\.", r"blocks.\1.expand.0."), (r"^_blocks\.(\d+)\._bn0\.", r"blocks.\1.expand.1."),
+    (r"^_conv_stem\.", "stem.0."),
+    (r"^_bn0\.", "stem.1."),
+    (r"^_conv_head\.", "head.0."),
+    (r"^_bn1\.", "head.1."),
+    (r"^_fc\.", "classifier."),
+    (r"^_blocks\.(\d+)\._expand_conv\.", r"blocks.\1.expand.0."),
+    (r"^_blocks\.(\d+)\._bn0\.", r"blocks.\1.expand.1."),
     (r"^_blocks\.(\d+)\._depthwise_conv\.", r"blocks.\1.depthwise.0."),
     (r"^_blocks\.(\d+)\._bn1\.", r"blocks.\1.depthwise.1."),
     (r"^_blocks\.(\d+)\._project_conv\.", r"blocks.\1.project.0."),
@@ -150,7 +161,9 @@ def efficientnet_lite0(weights: str | os.PathLike | None = None, pretrained: boo
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except OSError as err:
-            raise ModelError(f"cannot read EfficientNet-Lite0 weights {os.fspath(weights)}: {err.strerror or err}") from None
+            raise ModelError(
+                f"cannot read EfficientNet-Lite0 weights {os.fspath(weights)}: {err.strerror or err}"
+            ) from None
         except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:
             from . import _load_error  # the package imports this module lazily: no cycle
 
@@ -164,5 +177,7 @@ def efficientnet_lite0(weights: str | os.PathLike | None = None, pretrained: boo
                 raise RuntimeError(f"found {type(state).__name__}")
             model.load_state_dict(map_lukemelas_keys(state), strict=True)
         except RuntimeError as err:
-            raise ModelError(f"{os.fspath(weights)} is not an EfficientNet-Lite0 state dict: {str(err).splitlines()[0]}") from None
+            raise ModelError(
+                f"{os.fspath(weights)} is not an EfficientNet-Lite0 state dict: {str(err).splitlines()[0]}"
+            ) from None
     return model.eval()
