@@ -132,7 +132,7 @@ def annotate_video(
     if len({path.resolve() for path in outputs}) < len(outputs):
         raise OutputError(f"{output}: the video, --jsonl, --maps and --report outputs must be different files")
     batch_size = settings.batch_size or default_batch_size(explainer.device.type)
-    with FileSource(input_path, hwaccel=settings.hwaccel) as source, contextlib.ExitStack() as outputs:
+    with FileSource(input_path, hwaccel=settings.hwaccel) as source, contextlib.ExitStack() as stack:
         if on_start is not None:
             on_start(source)
         annotator = FrameAnnotator(
@@ -148,7 +148,7 @@ def annotate_video(
         writers: list[Writer] = []
         sink: Mp4Sink | None = None
         if output is not None:
-            sink = outputs.enter_context(
+            sink = stack.enter_context(
                 Mp4Sink(
                     output,
                     source.info,
@@ -160,11 +160,11 @@ def annotate_video(
             )
             writers.append(sink)
         if jsonl is not None:
-            writers.append(outputs.enter_context(JsonlWriter(jsonl, explainer.class_names)))
+            writers.append(stack.enter_context(JsonlWriter(jsonl, explainer.class_names)))
         if maps is not None:
-            writers.append(outputs.enter_context(MapsWriter(maps)))
+            writers.append(stack.enter_context(MapsWriter(maps)))
         if report is not None:
-            writers.append(outputs.enter_context(ReportWriter(report, explainer.class_names, title=input_path.name)))
+            writers.append(stack.enter_context(ReportWriter(report, explainer.class_names, title=input_path.name)))
 
         def consume(result: FrameResult) -> None:
             for writer in writers:
