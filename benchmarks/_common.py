@@ -6,6 +6,7 @@ Not part of the package; the scripts put this folder on ``sys.path`` themselves
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shlex
@@ -13,6 +14,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,3 +157,34 @@ def run_in_thread(fn: Callable[[], object], torch_threads: int | None = None) ->
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box.get("result")
+
+
+def make_longer(source: Path, target: Path, times: int) -> None:
+    """Remux ``source`` ``times`` times in a row (no re-encoding: still H.264), each copy's
+    packets shifted by the longest stream's end rounded up to a whole video frame."""
+    import av  # only the benchmarks that make clips need it
+
+    with av.open(str(source)) as probe:
+        video = probe.streams.video[0]
+        frame = 1 / Fraction(video.average_rate)
+        ends = [Fraction((s.start_time or 0) + (s.duration or 0)) * s.time_base for s in probe.streams if s.duration]
+        period = math.ceil(max(ends) / frame) * frame
+    partial = target.with_suffix(".part.mp4")
+    with av.open(str(partial), "w", format="mp4") as out:
+        mapping = None
+        for k in range(times):
+            with av.open(str(source)) as inp:
+                streams = [s for s in inp.streams if s.type in ("video", "audio")]
+                if mapping is None:
+                    mapping = {s.index: out.add_stream_from_template(s) for s in streams}
+                for packet in inp.demux(streams):
+                    if packet.size == 0:
+                        continue
+                    shift = round(period * k / packet.time_base)
+                    if packet.pts is not None:
+                        packet.pts += shift
+                    if packet.dts is not None:
+                        packet.dts += shift
+                    packet.stream = mapping[packet.stream.index]
+                    out.mux(packet)
+    partial.replace(target)

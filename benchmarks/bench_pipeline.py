@@ -34,19 +34,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -55,6 +52,7 @@ from _common import (  # noqa: E402
     cpu_times,
     fmt,
     machine_facts,
+    make_longer,
     markdown_table,
     median,
     run_in_thread,
@@ -280,31 +278,6 @@ def run_rounds(jobs: dict, repeat: int) -> dict[str, dict]:
 
 
 # -- flat memory ------------------------------------------------------------------------------
-def make_longer(source: Path, target: Path, times: int) -> None:
-    """Remux ``source`` ``times`` times in a row into ``target`` (no re-encoding), each copy's
-    packets shifted by one period: the longest stream's end, rounded up to a whole video frame."""
-    with av.open(str(source)) as probe:
-        video = probe.streams.video[0]
-        frame = 1 / Fraction(video.average_rate)
-        ends = [Fraction((s.start_time or 0) + (s.duration or 0)) * s.time_base for s in probe.streams if s.duration]
-        period = math.ceil(max(ends) / frame) * frame
-    with av.open(str(target), "w", format="mp4") as out:
-        mapping = None
-        for k in range(times):
-            with av.open(str(source)) as inp:
-                streams = [s for s in inp.streams if s.type in ("video", "audio")]
-                if mapping is None:
-                    mapping = {s.index: out.add_stream_from_template(s) for s in streams}
-                for packet in inp.demux(streams):
-                    if packet.size == 0:
-                        continue
-                    shift = round(period * k / packet.time_base)
-                    if packet.pts is not None:
-                        packet.pts += shift
-                    if packet.dts is not None:
-                        packet.dts += shift
-                    packet.stream = mapping[packet.stream.index]
-                    out.mux(packet)
 
 
 def rss_child(video: Path, batch_size: int, mark: int) -> None:

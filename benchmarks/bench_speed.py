@@ -27,55 +27,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import SAMPLES, cpu_times, fmt, machine_facts, markdown_table, median, say, steal_percent, usable_cpus  # noqa: E402
+from _common import (  # noqa: E402
+    SAMPLES,
+    cpu_times,
+    fmt,
+    machine_facts,
+    make_longer,
+    markdown_table,
+    median,
+    say,
+    steal_percent,
+    usable_cpus,
+)  # fmt: skip
 
 CACHE = Path(tempfile.gettempdir()) / "camvideo-bench-cache"
 GOALS = {"annotate": 1.5, "gradcam": 3.0, "budget": 0.8, "live_fps": 25.0, "live_p95": 100.0}
 
 
 # -- the clip -----------------------------------------------------------------------------------
-def make_longer(source: Path, target: Path, times: int) -> None:
-    """Remux ``source`` ``times`` times in a row (no re-encoding: still H.264), each copy's
-    packets shifted by the longest stream's end rounded up to a whole video frame."""
-    import av
-
-    with av.open(str(source)) as probe:
-        video = probe.streams.video[0]
-        frame = 1 / Fraction(video.average_rate)
-        ends = [Fraction((s.start_time or 0) + (s.duration or 0)) * s.time_base for s in probe.streams if s.duration]
-        period = math.ceil(max(ends) / frame) * frame
-    partial = target.with_suffix(".part.mp4")
-    with av.open(str(partial), "w", format="mp4") as out:
-        mapping = None
-        for k in range(times):
-            with av.open(str(source)) as inp:
-                streams = [s for s in inp.streams if s.type in ("video", "audio")]
-                if mapping is None:
-                    mapping = {s.index: out.add_stream_from_template(s) for s in streams}
-                for packet in inp.demux(streams):
-                    if packet.size == 0:
-                        continue
-                    shift = round(period * k / packet.time_base)
-                    if packet.pts is not None:
-                        packet.pts += shift
-                    if packet.dts is not None:
-                        packet.dts += shift
-                    packet.stream = mapping[packet.stream.index]
-                    out.mux(packet)
-    partial.replace(target)
 
 
 def make_head(source: Path, target: Path, frames: int) -> None:
