@@ -7,6 +7,9 @@ against these names (tested), so a name can never exist in one front end only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from typing import Any
+
 #: The CAM methods, in the order the front ends list them.
 METHOD_NAMES: tuple[str, ...] = (
     "cam", "gradcam", "hirescam", "gradcam++", "layercam", "scorecam", "eigencam", "rollout",
@@ -27,6 +30,11 @@ ENCODER_NAMES: tuple[str, ...] = ("libx264", "h264_nvenc", "auto")
 HWACCEL_NAMES: tuple[str, ...] = ("auto", "none", "cuda")
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+#: Values of ``--backend`` / ``Explainer(backend=...)``: how the network's forward pass runs.
+#: ``auto``: the fastest compiled runtime on the CPU where the method can use it, else torch.
+BACKEND_NAMES: tuple[str, ...] = ("auto", "torch", "openvino", "onnxruntime")
+DEFAULT_BACKEND = "auto"
 
 DEFAULT_MODEL = "efficientnet_lite0"
 #: ``auto``: ``cam`` where it is exact (a pooled head), else ``gradcam`` (transformers'
@@ -66,3 +74,39 @@ def canonical_method(name: str) -> str | None:
     key = "".join(name.split()).lower().replace("-", "").replace("_", "")
     key = _ALIASES.get(key, key)
     return key if key in METHOD_NAMES else None
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to build an :class:`~camvideo.engine.Explainer`, as one typed value.
+
+    The command line, the live app and the Ray workers all build their Explainer from
+    this (``Explainer.from_options``), so a model option cannot be forgotten on one path:
+    a field added here reaches every front end, and ``from_args`` refuses a namespace that
+    lacks one instead of quietly using a default.
+    """
+
+    model: Any = DEFAULT_MODEL  # a registry name, or an nn.Module
+    method: str = DEFAULT_METHOD
+    layer: str | None = None
+    device: str = "auto"
+    weights: str | None = None
+    precision: str = "fp32"
+    input_policy: str = DEFAULT_INPUT_POLICY  # short, budget or square (``--input-size``)
+    compile: bool = False
+    backend: str = DEFAULT_BACKEND
+
+    #: Command-line spellings that differ from the field name.
+    _ARG_NAMES = {"input_policy": "input_size"}
+
+    @classmethod
+    def from_args(cls, args: object) -> ModelOptions:
+        """From an argparse namespace (or any object with the same attribute names); every
+        field must be there (``--input-size`` is the namespace's ``input_size``)."""
+        values = {}
+        for field in fields(cls):
+            name = cls._ARG_NAMES.get(field.name, field.name)
+            if not hasattr(args, name):
+                raise TypeError(f"{type(args).__name__} has no {name!r}: every model option must be given")
+            values[field.name] = getattr(args, name)
+        return cls(**values)

@@ -80,7 +80,7 @@ def run_live(args: argparse.Namespace) -> int:
                 spec = str(source.device)
             elif isinstance(source, PacedFileSource) and source.path == sample_video():
                 spec = "sample"
-        explainer = Explainer.from_options(options)
+        explainer = Explainer.from_options(options.model_options())
         explainer.selector(target_of(options.target))  # a wrong class name fails now
         try:
             from ui.app import run

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CamvideoError, OutputError
+from ..options import ModelOptions
 from .parser import build_parser
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -202,7 +203,7 @@ def _annotate(args: argparse.Namespace) -> int:
         from .ray import run_on_ray
 
         return run_on_ray(args, [VideoJob(*paths) for paths in zip(inputs, outputs, jsonls, maps, reports)])
-    explainer = Explainer.from_options(args)
+    explainer = Explainer.from_options(ModelOptions.from_args(args))
     explainer.selector(args.target)  # a wrong class name fails now, not on every video
     if not args.quiet:  # which layer is explained, why, and how its output becomes a map (transformers)
         print(f"{explainer.spec.name}: {explainer.method} on layer {explainer.report.describe()}")

@@ -37,6 +37,9 @@ def _model_options(parser: argparse.ArgumentParser, batches: bool = True) -> Non
                        help="model input: short (short side 224, aspect kept: 224x398 for 720p), budget (224x224's "
                        "pixel count, aspect kept: 168x299, ~0.6x the forward's time, coarser maps) or square "
                        "(squashed to 224x224) [%(default)s]")  # fmt: skip
+    group.add_argument("--backend", default=defaults.DEFAULT_BACKEND, choices=defaults.BACKEND_NAMES,
+                       help="how the network runs: auto (a compiled runtime on the CPU where the method allows, "
+                       "else torch), torch, openvino or onnxruntime [%(default)s]")  # fmt: skip
     if batches:
         group.add_argument(
             "--batch-size", type=_positive_int, metavar="N", help="frames per model call [2 on the CPU, 32 on CUDA]"

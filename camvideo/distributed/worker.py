@@ -28,7 +28,7 @@ from typing import Any
 from ..engine import Explainer
 from ..errors import CamvideoError, InputError, OutputError
 from ..jobs import AnnotateSettings, FrameAnnotator, VideoJob, annotate_video, check_output
-from ..options import AUTO_METHOD
+from ..options import AUTO_METHOD, ModelOptions
 from ..pipeline import Pipeline
 from ..render import Renderer, TemporalSmoother
 from ..sinks import JsonlWriter, MapsWriter, Mp4Sink, close_together
@@ -55,7 +55,8 @@ class ModelSpec:
     compile: bool = False
 
     def build(self) -> Explainer:
-        return Explainer.from_options(self)  # the same fields as the command line's options
+        return Explainer.from_options(ModelOptions(self.model, self.method, self.layer, self.device, self.weights,
+                                                   self.precision, compile=self.compile))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from ..options import AUTO_METHOD, DEFAULT_INPUT_POLICY, INPUT_POLICIES
+from ..options import AUTO_METHOD, DEFAULT_INPUT_POLICY, INPUT_POLICIES, ModelOptions
 from ..render import FrameUploader
 from .layers import LayerReport, inspect_model
 from .methods import CAMMethod, make_method, method_name
@@ -159,19 +159,18 @@ class Explainer:
         self._finalizer = weakref.finalize(self, _close_method, self._method)
 
     @classmethod
-    def from_options(cls, options: object) -> Explainer:
-        """An Explainer from the model options the front ends share (an argparse namespace,
-        a :class:`~camvideo.jobs.LiveOptions`): ``model``, ``method``, ``layer``, ``device``,
-        ``weights``, ``precision`` and, when present, ``compile``. The one place they are read."""
+    def from_options(cls, options: ModelOptions) -> Explainer:
+        """An Explainer from the model options the front ends share: the command line, the
+        live app and the Ray workers all build theirs from one :class:`ModelOptions`."""
         return cls(
             options.model,
             method=options.method,
             layer=options.layer,
-            device=options.device,  # type: ignore[attr-defined]
+            device=options.device,
             weights=options.weights,
-            precision=options.precision,  # type: ignore[attr-defined]
-            compile=bool(getattr(options, "compile", False)),
-            input_policy=getattr(options, "input_size", None) or DEFAULT_INPUT_POLICY,
+            precision=options.precision,
+            compile=options.compile,
+            input_policy=options.input_policy,
         )
 
     # -- properties users and tools rely on ------------------------------------------------

@@ -256,7 +256,7 @@ class LiveSession:
             return
         options = self.options
         if self.explainer is None:
-            self.explainer = Explainer.from_options(options)
+            self.explainer = Explainer.from_options(options.model_options())
         elif self.explainer.method != options.method:
             self.explainer.set_method(options.method)
         try:

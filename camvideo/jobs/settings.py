@@ -33,10 +33,17 @@ class LiveOptions:
     #: torch CPU threads while the model runs in the background (every > 1): one core
     #: left for decoding, drawing and the GUI keeps the display on time. 0: leave as is.
     model_threads: int = 1
+    backend: str = defaults.DEFAULT_BACKEND
+
+    def model_options(self) -> defaults.ModelOptions:
+        """The Explainer this session needs, as the one typed value every front end builds from."""
+        return defaults.ModelOptions(model=self.model, method=self.method, layer=self.layer, device=self.device,
+                                     weights=self.weights, precision=self.precision, input_policy=self.input_size,
+                                     backend=self.backend)  # fmt: skip
 
     def model_key(self) -> tuple:
         """What a new Explainer is needed for (anything else changes on the fly)."""
-        return (self.model, self.weights, self.layer, self.device, self.precision, self.input_size)
+        return (self.model, self.weights, self.layer, self.device, self.precision, self.input_size, self.backend)
 
     @classmethod
     def from_args(cls, args: object) -> LiveOptions:
