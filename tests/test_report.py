@@ -144,10 +144,11 @@ def test_a_one_frame_video_draws_its_points(tmp_path) -> None:
     assert [c for c, _ in writer.top_classes()][:2] == [3, 7]
     x0, y0, x1, y1 = writer.panels["timeline"]
     panel = image[y0:y1, x0:x1]
+    top = 0.9  # the axis: the peak 0.8 plus 10 %, rounded up to 0.05
     for name, probability in (("C0", 0.8), ("C1", 0.1)):
         rows, _ = np.nonzero(colour_mask(panel, TAB10[name], tol=20))
         assert len(rows) > 15, name  # a marker, not an invisible zero-length line
-        assert 1 - rows.mean() / panel.shape[0] == pytest.approx(probability, abs=0.05), name
+        assert 1 - rows.mean() / panel.shape[0] == pytest.approx(probability / top, abs=0.05), name
     x0, y0, x1, y1 = writer.panels["heat"]
     panel = image[y0:y1, x0:x1]
     for name, centre in (("C0", 0.5 / 13), ("C3", 5.5 / 7)):
@@ -168,3 +169,46 @@ def test_without_matplotlib_one_line(monkeypatch, tmp_path) -> None:
     with pytest.raises(CamvideoError, match=r"camvideo\[report\]") as err:
         ReportWriter(tmp_path / "x.report.png", NAMES)
     assert "\n" not in str(err.value) and list(tmp_path.iterdir()) == []
+
+
+def low_probability_results(peak: float) -> list[FrameResult]:
+    """A clip whose best class rises from 0.01 to ``peak``, the others far below."""
+    results = []
+    for i in range(40):
+        image = np.full((H, W, 3), 40, np.uint8)
+        rising = 0.01 + (peak - 0.01) * i / 39
+        top5 = [(7, rising), (3, 0.004), (1, 0.003), (2, 0.002), (4, 0.001)]
+        m = np.zeros((7, 13), np.float32)
+        m[3, 6] = 1.0
+        results.append(FrameResult(Frame(i, image, i, i / FPS), image, [7], [rising], None, top5, raw_map=m))
+    return results
+
+
+@pytest.mark.parametrize(("peak", "top"), [(0.08, 0.1), (0.03, 0.1), (0.3, 0.35), (0.95, 1.0)])
+def test_probability_axis_scales_to_the_data(tmp_path, peak: float, top: float) -> None:
+    """Every probability under 10 %: the axis ends at 0.1, not 1, so the line is not flat.
+    ``top``: the peak plus 10 % headroom rounded up to 0.05, never under 0.1 nor over 1."""
+    with ReportWriter(tmp_path / "low.cam.report.png", NAMES, title="low") as writer:
+        for r in low_probability_results(peak):
+            writer.write(r)
+    assert writer.probability_top == pytest.approx(top)
+    image = cv2.cvtColor(cv2.imread(str(writer.path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    x0, y0, x1, y1 = writer.panels["timeline"]
+    panel = image[y0:y1, x0:x1]
+    rows, cols = np.nonzero(colour_mask(panel, TAB10["C0"], tol=20))
+    height = panel.shape[0]
+    left, right = rows[cols < panel.shape[1] * 0.05].mean(), rows[cols > panel.shape[1] * 0.95].mean()
+    # read back from the picture: the line climbs from 0.01 / top to peak / top of the panel's height
+    assert 1 - right / height == pytest.approx(peak / top, abs=0.05)
+    assert 1 - left / height == pytest.approx(0.01 / top, abs=0.05)
+
+
+def test_annotate_line_says_where_the_report_went(tmp_path) -> None:
+    from camvideo.jobs import AnnotateReport, describe
+    from camvideo.pipeline import PipelineStats
+
+    png = tmp_path / "clip.cam.report.png"
+    stats = PipelineStats(frames_written=10, wall=2.0)
+    line = describe(AnnotateReport(tmp_path / "clip.mp4", tmp_path / "clip.cam.mp4", stats, report_png=png))
+    assert line.endswith(f"report -> {png}") and "\n" not in line
+    assert "report" not in describe(AnnotateReport(tmp_path / "clip.mp4", tmp_path / "clip.cam.mp4", stats))

@@ -73,7 +73,8 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="camvideo",
-        description="Class activation maps over video: see where a CNN looks, live or in recorded clips.",
+        description="Class activation maps over video: see where an image classifier (a CNN, ViT or Swin) "
+        "looks, live or in recorded clips.",
         epilog="Run `camvideo COMMAND --help` for a command's options. CAMVIDEO_DEBUG=1 shows tracebacks.",
     )
     parser.add_argument("--version", action="version", version=f"camvideo {__version__}")

@@ -92,6 +92,7 @@ class AnnotateReport:
     interrupted: bool = False
     decoder: str = ""  # e.g. "h264" or "h264 (cuda)"
     encoder: str = ""  # "libx264" or "h264_nvenc"
+    report_png: Path | None = None  # where --report wrote its picture
 
 
 def check_output(input_path: Path, output: Path, overwrite: bool) -> None:
@@ -188,7 +189,8 @@ def annotate_video(
             raise OutputError(f"{input_path}: no frame could be annotated; nothing written")
         close_together(writers)  # all or nothing: a video whose records fail is removed too
         return AnnotateReport(input_path, output, stats, source.frames_lost, stats.interrupted,
-                              decoder=source.decoder, encoder=(sink.encoder or "") if sink is not None else "")  # fmt: skip
+                              decoder=source.decoder, encoder=(sink.encoder or "") if sink is not None else "",
+                              report_png=report)  # fmt: skip
 
 
 #: Seconds to wait, after Ctrl-C, for the sink thread to finish the frame it is writing.
@@ -247,4 +249,6 @@ def describe(report: AnnotateReport) -> str:
     s = report.stats
     codecs = f" [{report.decoder} -> {report.encoder}]" if report.decoder and report.encoder else ""
     target = report.output if report.output is not None else "records only"
-    return f"{report.input.name} -> {target}: {s.frames_written} frames in {s.wall:.1f} s ({s.fps:.1f} fps){codecs}"
+    png = f"; report -> {report.report_png}" if report.report_png is not None else ""
+    speed = f"{s.frames_written} frames in {s.wall:.1f} s ({s.fps:.1f} fps)"
+    return f"{report.input.name} -> {target}: {speed}{codecs}{png}"

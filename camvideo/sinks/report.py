@@ -6,11 +6,17 @@ frame → ``close`` or ``abort``) and draws, at close, with matplotlib (the opti
 
 - **top classes over time**: the softmax probability of the classes with the highest
   mean probability over the video (from each frame's top-5; a class outside a frame's
-  top-5 counts 0 there, its probability being below the fifth's);
-- **where the heat is**: the centre of mass of the frame's normalised map
-  ``N = (M - min M) / (max M - min M)`` (the same normalisation the overlay draws),
+  top-5 counts 0 there, its probability being below the fifth's), on an axis scaled to
+  the highest probability drawn (:func:`probability_axis_top`: 0.1 at least), so a video
+  whose classes all stay under 10 % is not a flat line at the bottom;
+- **where the heat is**: the centre of mass of the frame's raw map ``M`` (the model's
+  map of the first target at feature resolution, e.g. 7x13, *before* temporal smoothing),
+  min-max normalised over that frame alone, ``N = (M - min M) / (max M - min M)``:
   ``x = Σ N_ij (j + ½) / (w Σ N_ij)`` and ``y = Σ N_ij (i + ½) / (h Σ N_ij)`` over the
-  map's ``h × w`` cells, so 0 is the left/top edge of the frame and 1 the right/bottom;
+  map's ``h × w`` cells, so 0 is the left/top edge of the frame and 1 the right/bottom.
+  The overlay draws something else: the temporally smoothed map, normalised with the
+  smoothed bounds and upsampled to the frame; the two agree only with ``--smooth 0``
+  (and then up to the upsampling);
 - **thumbnails** of the overlay at regular times (the frame nearest each time).
 
 Memory stays flat: per frame five (class, probability) pairs and two floats, and at most
@@ -30,10 +36,11 @@ from ..errors import CamvideoError, OutputError
 from ..types import FrameResult
 from .base import Writer, describe_os_error, temporary_beside
 
-__all__ = ["ReportWriter", "heat_centre", "report_path"]
+__all__ = ["ReportWriter", "heat_centre", "probability_axis_top", "report_path"]
 
 THUMB_WIDTH = 240  # pixels of each kept thumbnail (drawn smaller or equal)
 FEW_FRAMES = 20  # up to this many frames, each is marked on the plots (a 1-frame line draws nothing)
+PROBABILITY_FLOOR = 0.1  # the probability axis never ends below 10 %: a 2 % class must not fill the plot
 
 
 def report_path(video: Path) -> Path:
@@ -59,6 +66,14 @@ def heat_centre(raw_map: np.ndarray) -> tuple[float, float]:
     x = float((n.sum(axis=0) * (np.arange(w) + 0.5)).sum() / (w * total))
     y = float((n.sum(axis=1) * (np.arange(h) + 0.5)).sum() / (h * total))
     return x, y
+
+
+def probability_axis_top(peak: float) -> float:
+    """The top of the probability axis: ``peak`` plus 10 % headroom, rounded up to 0.05,
+    at least :data:`PROBABILITY_FLOOR` and at most 1."""
+    if not np.isfinite(peak) or peak <= 0:
+        return PROBABILITY_FLOOR
+    return float(min(1.0, max(PROBABILITY_FLOOR, np.ceil(round(peak * 1.1 / 0.05, 9)) * 0.05)))
 
 
 def _require_matplotlib() -> None:
@@ -108,6 +123,7 @@ class ReportWriter(Writer):
         self.thumbnails = max(1, thumbnails)
         self.panels: dict[str, tuple[int, int, int, int]] = {}
         self.thumbnail_times: list[float] = []
+        self.probability_top = 1.0  # the probability axis's upper limit, set when drawn
         self._times = _Grow(1, np.float64)
         self._classes = _Grow(5, np.int64)
         self._probs = _Grow(5, np.float32)
@@ -209,10 +225,13 @@ class ReportWriter(Writer):
         # a line through one frame (or a few) is nothing to see: mark each frame then
         points = {"marker": "o", "markersize": 5} if frames <= FEW_FRAMES else {}
         timeline = fig.add_subplot(grid[0])
-        for k, (c, series) in enumerate(self.top_classes()):
+        top_classes = self.top_classes()
+        for k, (c, series) in enumerate(top_classes):
             name = self.class_names[c] if 0 <= c < len(self.class_names) else str(c)
             timeline.plot(times, series, color=f"C{k}", lw=1.6, label=f"{name} (mean {series.mean():.0%})", **points)
-        timeline.set_ylim(0, 1)
+        peak = max((float(series.max()) for _, series in top_classes if len(series)), default=0.0)
+        self.probability_top = probability_axis_top(peak)
+        timeline.set_ylim(0, self.probability_top)
         timeline.set_ylabel("probability")
         timeline.set_title("top classes over time", fontsize=10, loc="left")
         if frames:
