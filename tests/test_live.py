@@ -17,7 +17,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-import torch
 from live_helpers import (
     BUNNY,
     CATS,
@@ -45,8 +44,6 @@ from camvideo.sources import (
 )  # fmt: skip
 from camvideo.sources.live import DeviceLost, ReconnectingSource
 from camvideo.types import Frame
-
-torch.set_num_threads(1)  # shared machine
 
 
 def make_clip(path: Path, n: int = 12, fps: int = 30, size: tuple[int, int] = (64, 48)) -> Path:
