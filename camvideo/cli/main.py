@@ -72,6 +72,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return _annotate(args)
         if args.command == "models":
             return _models()
+        if args.command == "cache":
+            from .cache import run_cache
+
+            return run_cache(args)
         if args.command == "live":
             from .live import run_live
 

@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list the models and which are available offline",
                         description="List the models camvideo knows by name and whether each loads offline.")  # fmt: skip
+    cache = commands.add_parser("cache", help="list or clear the compiled models (ONNX Runtime, OpenVINO)",
+                                description="List the compiled-model cache: one line per model, input size and "
+                                "backend (compiled once, reused at the next start). The folder: $CAMVIDEO_CACHE_DIR, "
+                                "else $XDG_CACHE_HOME/camvideo/compiled, else ~/.cache/camvideo/compiled.")  # fmt: skip
+    cache.add_argument("--clear", action="store_true", help="remove every entry and say how much was freed")
     return parser
 
 
