@@ -4,11 +4,13 @@ a cache folder that cannot be written, and ``camvideo cache`` (list, --clear).""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -273,18 +275,35 @@ def test_unwritable_cache_folder_builds_in_a_temporary_one(tmp_path: Path, monke
     assert blocker.read_text() == "not a folder"
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_cache_folder_still_loads_its_entries(folder: Path) -> None:
+@pytest.mark.parametrize("how", ["chmod", "erofs"])
+def test_read_only_cache_folder_still_loads_its_entries(
+    folder: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     build = Builder(8)
     cached_entry(KEY, build, read_blob)
-    other = CacheKey("resnet50", KEY.weights, KEY.layer, KEY.input_size, KEY.backend, KEY.version)
-    folder.chmod(0o555)
+    if how == "chmod":
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        folder.chmod(0o555)
+    else:  # a read-only mount, which root cannot write either
+        real_mkdtemp = tempfile.mkdtemp
+
+        def mkdtemp(*args, **kwargs):
+            if kwargs.get("dir") is not None and Path(kwargs["dir"]) == folder:
+                raise OSError(errno.EROFS, "Read-only file system", str(folder))
+            return real_mkdtemp(*args, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    others = [CacheKey(name, KEY.weights, KEY.layer, KEY.input_size, KEY.backend, KEY.version) for name in ("a", "b")]
     try:
         notes: list[str] = []
         assert cached_entry(KEY, build, read_blob, note=notes.append) == expected_blob(8)  # read, not rebuilt
         assert build.calls == 1 and notes == []
-        assert cached_entry(other, build, read_blob, note=notes.append) == expected_blob(8)
-        assert build.calls == 2 and len(notes) == 1
+        for calls, key in enumerate(others, start=2):
+            assert cached_entry(key, build, read_blob, note=notes.append) == expected_blob(8)
+            assert build.calls == calls
+        assert len(notes) == 1 and notes[0].startswith(f"camvideo: cannot write the compiled model cache {folder} (")
+        assert [p.name for p in folder.iterdir()] == [KEY.entry_name()]
     finally:
         folder.chmod(0o755)
 
