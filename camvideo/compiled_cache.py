@@ -127,7 +127,9 @@ def cached_entry(key: CacheKey, build: Callable[[Path], None], load: Callable[[P
     Two processes building the same entry at once both finish; the first rename wins and
     the other discards its own and loads the winner's. Where the cache folder cannot be
     created or written (a read-only home), the model is built into a temporary folder
-    (removed at exit) and loaded from there, with one note per folder and process.
+    (removed at exit) and loaded from there, with one note per folder and process. An
+    exception from ``build``, or from ``load`` on a fresh build, propagates (the caller falls
+    back to torch); nothing half-built is left in the cache.
     """
     say = note if note is not None else _print_note
     folder = cache_dir()
