@@ -22,8 +22,6 @@ from torch import nn
 from camvideo import Explainer
 from camvideo.errors import ModelError
 
-torch.set_num_threads(1)  # shared machine; set here, not in a conftest
-
 NAMES = ["cat", "dog", "bird", "fish", "frog"]
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

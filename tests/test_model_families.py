@@ -22,8 +22,6 @@ from camvideo import Explainer
 from camvideo.engine.models import load_model
 from camvideo.errors import ModelError
 
-torch.set_num_threads(1)  # shared machine; set here, not in a conftest
-
 ROOT = Path(__file__).resolve().parent.parent
 CAT_CLIP = ROOT / "sample_videos" / "cat_and_coffee.mp4"
 
