@@ -129,10 +129,11 @@ def run_in_thread(fn: Callable[[], object], torch_threads: int | None = None) ->
     Two things differ between Python's main thread and the pipeline's worker threads, and
     both matter for timings here:
 
-    * ``torch.set_num_threads(n)`` changes the OpenMP team size of the calling thread only:
-      a thread started later still runs torch ops on the default team (one thread per
-      CPU), while ``torch.get_num_threads()`` there reports n. So ``torch_threads`` is set
-      inside the new thread.
+    * ``torch.set_num_threads(n)`` sets the calling thread's OpenMP team and also the
+      process-wide count that every thread starting torch work later takes (a thread that
+      already ran torch ops keeps its team). So ``torch_threads`` is set inside the new
+      thread, for ``fn``, and put back when ``fn`` returns, so it does not leak into the
+      threads of later measurements.
     * glibc's main-thread heap gives freed memory back to the OS and faults it in again,
       so torch ops on big tensors run up to 2x slower in the main thread (minor page
       faults, system time) than in a worker thread whose heap keeps it.
@@ -144,12 +145,15 @@ def run_in_thread(fn: Callable[[], object], torch_threads: int | None = None) ->
     box: dict[str, object] = {}
 
     def body() -> None:
+        before = torch.get_num_threads()
         try:
             if torch_threads:
                 torch.set_num_threads(torch_threads)
             box["result"] = fn()
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller
             box["error"] = err
+        finally:
+            torch.set_num_threads(before)
 
     thread = threading.Thread(target=body, name="bench-worker")
     thread.start()

@@ -68,6 +68,9 @@ class FrameResult:
     top5: list[tuple[int, float]]
     raw_map: np.ndarray | None = None  # (T, h', w') float32 raw maps, when kept
     extra: dict = field(default_factory=dict)
+    #: classes[0] is the smoother's choice (its hysteresis can hold a class that is no longer
+    #: the model's top-1, which is top5[0]); False: the model's own classes for the target.
+    smoothed: bool = False
 
     @property
     def class_index(self) -> int:

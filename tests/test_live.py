@@ -17,6 +17,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 from live_helpers import (
     BUNNY,
     CATS,
@@ -408,6 +409,57 @@ def test_every_nth_frame_on_a_live_stream_displays_at_the_camera_rate() -> None:
     assert all(
         r.image.shape == r.frame.image.shape and np.abs(r.image.astype(int) - r.frame.image).mean() > 5 for r in results
     )
+
+
+def torch_threads_of_a_new_thread() -> int:
+    """What ``torch.get_num_threads()`` says in a thread started now (and what it runs with)."""
+    box: list[int] = []
+    thread = threading.Thread(target=lambda: box.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return box[0]
+
+
+@pytest.fixture
+def two_torch_threads():
+    """torch's process-wide thread count at 2 for the test, put back after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 2
+    torch.set_num_threads(before)
+
+
+@pytest.mark.timeout(120)
+def test_a_background_model_gives_torch_its_threads_back(two_torch_threads: int) -> None:
+    """Issue 19: a background model (every > 1) runs on one torch thread, and that count is
+    process-wide for threads started later. The session puts it back when it ends, so the
+    next session (a model or source switch in the app) runs ``--every 1`` on all threads;
+    before, it ran on one thread for good."""
+    assert torch_threads_of_a_new_thread() == 2
+    seen: list[int] = []  # torch's thread count in the model thread, at each model run
+    explainer = tiny_explainer()
+    explain = explainer.explain
+
+    def counting(frames, target=None):
+        seen.append(torch.get_num_threads())
+        return explain(frames, target=target)
+
+    explainer.explain = counting  # type: ignore[method-assign]
+    background = LiveSession(str(CATS), LiveOptions(every=2, model_threads=1), explainer=explainer).start()
+    try:
+        collect(background, 0.3)
+    finally:
+        assert background.stop(2.0)
+    assert seen and set(seen) == {1}  # limited while in the background
+    assert torch_threads_of_a_new_thread() == 2  # given back
+    seen.clear()
+    in_step = LiveSession(str(CATS), LiveOptions(every=1), explainer=explainer).start()
+    try:
+        collect(in_step, 0.3)
+    finally:
+        assert in_step.stop(2.0)
+    assert seen and set(seen) == {2}
+    assert torch_threads_of_a_new_thread() == 2
 
 
 def test_every_nth_frame_in_order_runs_the_model_on_every_nth() -> None:

@@ -18,10 +18,13 @@ from tests.live_helpers import CATS, tiny_explainer
 def test_auto_every_formula() -> None:
     frame = 1 / 30
     assert auto_every(0.005, frame) == 1  # a GPU: every frame, in step
-    assert auto_every(0.5 * frame, frame) == 1  # the boundary: at most half a frame interval
-    assert auto_every(0.51 * frame, frame) == 2
+    assert auto_every(0.8 * frame, frame) == 1  # the boundary: a step in at most 80 % of a frame interval
+    assert auto_every(0.81 * frame, frame) == 2
     assert auto_every(0.250, frame) == math.ceil(1.25 * 0.250 * 30) == 10  # 250 ms on a CPU core at 30 fps
     assert auto_every(0.100, 1 / 25) == math.ceil(1.25 * 0.100 * 25) == 4
+    # N from the background model's time (fewer threads: slower), 1 from the step's
+    assert auto_every(0.030, frame, background_seconds=0.060) == math.ceil(1.25 * 0.060 * 30) == 3
+    assert auto_every(0.020, frame, background_seconds=0.060) == 1
 
 
 def test_every_auto_follows_measurements_and_settles() -> None:
@@ -29,12 +32,12 @@ def test_every_auto_follows_measurements_and_settles() -> None:
     assert auto.choice() == 2  # nothing measured yet: the start value
     auto.frames([i / 30 for i in range(10)])
     assert auto.frame_seconds == pytest.approx(1 / 30)
-    auto.model(0.250)
+    auto.model(0.250, background=True)
     assert auto.choice() == 10  # far from 2: at once
     for _ in range(SETTLE_RUNS - 1):
-        auto.model(0.300)  # EMA 0.25 -> ~0.28: 11 wanted, a small change waits for the runs to settle
+        auto.model(0.300, background=True)  # EMA 0.25 -> ~0.28: 11 wanted, a small change waits for the runs to settle
         assert auto.choice() == 10
-    auto.model(0.300)
+    auto.model(0.300, background=True)
     assert auto.choice() == math.ceil(1.25 * auto.model_seconds * 30) == 11
     auto.frames([5.0, 5.0 + 1 / 30])  # a jump of seconds (a loop, a pause) is not an interval
     assert auto.frame_seconds == pytest.approx(1 / 30)
@@ -44,11 +47,59 @@ def test_every_auto_follows_measurements_and_settles() -> None:
     assert fast.choice() == 1
 
 
-def test_every_auto_does_not_flip_at_the_half_frame_boundary_but_still_switches() -> None:
-    """Model time 0.5 frame interval with 20 % jitter: the choice between 1 and 2 used to flip
-    dozens of times in 300 frames (each flip changes torch's thread limit). With the band
-    (down to 1 below 0.4, up from 1 above 0.6) it settles once and stays; a real change
-    (0.3 or 0.7 frame intervals) still switches after the settling runs."""
+def test_every_auto_paces_a_source_slower_than_one_frame_a_second() -> None:
+    """A time-lapse camera (a frame every 2.5 s): its intervals are all long, so they are
+    the interval (they used to be skipped as pauses, and auto stayed at 2 for ever)."""
+    auto = EveryAuto()
+    auto.frames([2.5 * i for i in range(4)])
+    assert auto.frame_seconds == pytest.approx(2.5)
+    auto.model(0.3, background=True)  # a slow model is still far faster than the source
+    assert auto.choice() == 1
+    # ...while on a 30 fps source a pause of a few seconds is not an interval
+    auto = EveryAuto()
+    auto.frames([0.0, 1 / 30, 2 / 30, 7.0, 7 + 1 / 30])
+    assert auto.frame_seconds == pytest.approx(1 / 30)
+
+
+def test_every_auto_compares_like_times_in_step_and_in_the_background() -> None:
+    """In step a frame costs the model (all threads) plus the drawing; in the background the
+    model runs with fewer threads. Both are kept apart and compared as what they are.
+
+    30 fps (33.3 ms). In the background: model 40 ms with one thread, drawing 4 ms. With the
+    thread ratio 2 a step would take 40/2 + 4 = 24 ms <= 0.7 x 33.3 = 23.3? No: it stays at 2.
+    With drawing 2 ms: 22 ms, so it goes in step. Once in step, the measured step model
+    (26 ms: threads do not scale perfectly) replaces the estimate: 26 + 2 = 28 ms is
+    inside the band (<= 0.9 x 33.3 = 30 ms), so it stays; 30 ms + 2 ms leaves it."""
+    frame = 1 / 30
+    for render, want in ((0.004, 2), (0.002, 1)):
+        auto = EveryAuto(thread_ratio=2.0)
+        auto.frames([i * frame for i in range(10)])
+        for _ in range(SETTLE_RUNS):
+            auto.model(0.040, background=True)
+            auto.render(render)
+            auto.choice()
+        assert auto.step_seconds == pytest.approx(0.040 / 2 + render)
+        assert auto.choice() == want, render
+    assert auto.every == 1
+    for _ in range(3 * SETTLE_RUNS):
+        auto.model(0.026)  # in step, all threads
+        auto.render(0.002)
+        assert auto.choice() == 1
+    assert auto.speedup == pytest.approx(0.040 / 0.026, rel=0.02)  # measured, no longer the thread ratio
+    assert auto.step_seconds == pytest.approx(0.028, rel=0.02)
+    for _ in range(30):
+        auto.model(0.031)
+        auto.choice()
+    assert auto.every == 2  # 33 ms a step: past the band
+    # the background interval comes from the background model's time
+    assert auto.model_seconds == pytest.approx(0.040, rel=0.01)
+
+
+def test_every_auto_does_not_flip_at_the_step_boundary_but_still_switches() -> None:
+    """A step taking 0.8 frame interval with 10 % jitter: without the band (down to 1 below
+    0.7, up from 1 above 0.9) the choice between 1 and 2 flipped every few frames (each flip
+    changes torch's thread limit). With it, it settles once and stays; a real change (0.5
+    or 1.1 frame intervals) still switches after the settling runs."""
     import random
 
     frame = 1 / 30
@@ -58,27 +109,27 @@ def test_every_auto_does_not_flip_at_the_half_frame_boundary_but_still_switches(
         auto.frames([i * frame for i in range(10)])
         choices = []
         for _ in range(300):
-            auto.model(0.5 * frame * rng.uniform(0.8, 1.2))
+            auto.model(0.8 * frame * rng.uniform(0.9, 1.1), background=start > 1)
             choices.append(auto.choice())
         flips = sum(a != b for a, b in zip(choices, choices[1:]))
         assert flips == 0 and set(choices) == {start}
-    assert (DOWN_TO_ONE, UP_FROM_ONE) == (0.4, 0.6)
+    assert (DOWN_TO_ONE, UP_FROM_ONE) == (0.7, 0.9)
     auto = EveryAuto(2)
     auto.frames([i * frame for i in range(10)])
     for _ in range(30):
-        auto.model(0.3 * frame * rng.uniform(0.9, 1.1))
+        auto.model(0.5 * frame * rng.uniform(0.9, 1.1), background=True)
         auto.choice()
     assert auto.choice() == 1  # well below the band: in step
     for _ in range(30):
-        auto.model(0.7 * frame * rng.uniform(0.9, 1.1))
+        auto.model(1.1 * frame * rng.uniform(0.95, 1.05))
         auto.choice()
     assert auto.choice() == 2  # well above it: back in the background
     runs = 0
     auto = EveryAuto(1)
     auto.frames([i * frame for i in range(10)])
-    auto.model(0.3 * frame)
+    auto.model(0.5 * frame)
     while auto.choice() == 1:  # a change across the band waits for the settling runs, like any other
-        auto.model(0.7 * frame)
+        auto.model(1.1 * frame)
         runs += 1
         assert runs < 50
     assert runs >= SETTLE_RUNS - 1

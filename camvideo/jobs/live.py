@@ -11,8 +11,14 @@ model's rate). With ``every=N>1`` the model runs in its own thread on every Nth 
 the newest one when it is busy, and every frame is drawn at once with the last model
 output, smoothing going on per frame: the display keeps the camera's rate on a slow
 CPU and the map follows a few frames behind. ``every=0`` (auto, the default) picks
-between the two, and N, from the measured model time (:mod:`camvideo.jobs.pacing`). The model thread is the only one that
-touches the :class:`~camvideo.engine.Explainer`.
+between the two, and N, from the measured model and drawing times
+(:mod:`camvideo.jobs.pacing`). The model thread is the only one that touches the
+:class:`~camvideo.engine.Explainer`.
+
+A background model runs with fewer torch threads (``LiveOptions.model_threads``), so one
+core is left to decode, draw and display. torch's thread count is process-wide for every
+thread that starts running torch later, so the session puts it back when the model
+returns in step and when the session ends.
 
 All threads come from :mod:`camvideo.pipeline`; this module only wires them. Settings
 changed in the GUI reach the render thread through a one-item
@@ -30,16 +36,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import torch
-
 from ..engine import Explainer
 from ..errors import CamvideoError, ModelError, OutputError
 from ..pipeline import DropOldest, LatestWorker, Pipeline, Task
 from ..render import Renderer, TemporalSmoother
 from ..sources import LiveSource, open_live_source
 from ..types import Frame, FrameResult
-from .live_stage import LiveAnnotator
-from .pacing import EveryAuto
+from .live_stage import LiveAnnotator, ModelThreads
+from .pacing import AUTO_START, EveryAuto
 from .recording import Recording
 from .settings import LiveOptions, target_of
 
@@ -119,8 +123,7 @@ class LiveSession:
         self._worker: LatestWorker | None = None
         self._recorder: Recording | None = None
         self._stopping = False
-        self._threads_before: int | None = None  # torch CPU threads before a background model limited them
-        #: --every auto (options.every == 0): the measured times and the interval they call for; else None
+        self._threads = ModelThreads(0)  # torch's threads for the model (set when the model is loaded)
         #: ``every=0`` (auto): the measured times and the interval they call for; else None
         self.pacing: EveryAuto | None = None
         self._task: Task[None] = Task(self._main, "camvideo-live")
@@ -243,6 +246,7 @@ class LiveSession:
                 self.source.close()
             if self._worker is not None:
                 self._worker.stop(2.0)
+            self._threads.restore()  # the model thread is done: later threads get the count back
             self.stop_recording()  # a file that ended: its recording is complete
             if self.owns_explainer and self.explainer is not None:
                 self.explainer.close()
@@ -264,14 +268,16 @@ class LiveSession:
         except ModelError as err:  # a saved class that this model does not have: top-1, and say so
             self.notice = f"{err}; showing the top-1 class"
             options = self.options = dataclasses.replace(options, target="top1")
-        self.pacing = EveryAuto() if options.every == 0 else None
+        self._threads = ModelThreads(options.model_threads, enabled=self.explainer.device.type == "cpu")
+        self.pacing = self._new_pacing() if options.every == 0 else None
         every = self.pacing.every if self.pacing is not None else options.every
         self.annotator = LiveAnnotator(self.explainer, self._renderer(options), TemporalSmoother(options.smooth),
                                         target_of(options.target), every=every)  # fmt: skip
+        self.annotator.on_model_time = self._model_timed
         self._applied = options
         self._worker = LatestWorker(_run_job, "camvideo-model").start()
         if every > 1:
-            self._worker.call(self._limit_threads)
+            self._worker.call(partial(self._threads.background, True))
         source = self.source
         self._pipeline = Pipeline(source, self._process, self._publish, batch_size=4, policy="live",
                                   live_depth=1, close_source=source.close)  # fmt: skip
@@ -282,17 +288,15 @@ class LiveSession:
                         side_by_side=o.side_by_side, class_names=self.explainer.class_names,
                         min_score=o.min_score)  # fmt: skip
 
-    def _limit_threads(self, background: bool = True) -> None:
-        """Torch CPU threads for the mode: a background model leaves the other core(s) to
-        decode, draw and display; a model in step with the display gets them all back."""
-        assert self.explainer is not None
-        if self.options.model_threads <= 0 or self.explainer.device.type != "cpu":
-            return
-        if background:
-            self._threads_before = self._threads_before or torch.get_num_threads()
-            torch.set_num_threads(min(self._threads_before, self.options.model_threads))
-        elif self._threads_before:
-            torch.set_num_threads(self._threads_before)
+    def _new_pacing(self, start: int = AUTO_START) -> EveryAuto:
+        """``--every auto``'s state; it expects the model in step to be as many times faster
+        as it has threads more than in the background (until it has measured both)."""
+        return EveryAuto(start=start, thread_ratio=self._threads.ratio())
+
+    def _model_timed(self, seconds: float, frames: int) -> None:
+        """The annotator's model time (model thread): for ``--every auto``."""
+        if self.pacing is not None:
+            self.pacing.model(seconds, frames, background=self._threads.limited)
 
     # -- render thread ------------------------------------------------------------------------------
     def _apply_settings(self) -> None:
@@ -319,7 +323,7 @@ class LiveSession:
             except ModelError as err:
                 self.notice = str(err)
         if new.every != old.every:
-            self.pacing = EveryAuto(start=max(ann.every, 1)) if new.every == 0 else None
+            self.pacing = self._new_pacing(start=max(ann.every, 1)) if new.every == 0 else None
             self._set_every(self.pacing.every if self.pacing is not None else new.every)
         if (new.smooth, new.target) != (old.smooth, old.target):
             ann.reset()  # the held map is for the old target; the smoother's state too
@@ -331,19 +335,21 @@ class LiveSession:
             background = (every > 1, ann.every > 1)
             ann.every = every
             if background[0] != background[1]:
-                self._model_call(partial(self._limit_threads, every > 1))
+                self._model_call(partial(self._threads.background, every > 1))
 
-    def _timed(self, job: Callable[[], object], frames: int = 1) -> Callable[[], object]:
-        """``job`` reporting its time to --every auto (it runs in the model thread)."""
-        auto = self.pacing
+    def _in_step(self, frames: Sequence[Frame]) -> Callable[[], object]:
+        """The model thread's job for frames in step: explain and draw them; for ``--every
+        auto``, the drawing's time (the job's less the model's) is reported too."""
+        ann, auto = self.annotator, self.pacing
+        assert ann is not None
         if auto is None:
-            return job
+            return partial(ann, frames)
 
         def run() -> object:
-            start = time.perf_counter()
-            result = job()
-            auto.model(time.perf_counter() - start, frames)
-            return result
+            start, model_before = time.perf_counter(), auto.model_total
+            results = ann(frames)
+            auto.render(time.perf_counter() - start - (auto.model_total - model_before), len(frames))
+            return results
 
         return run
 
@@ -359,7 +365,7 @@ class LiveSession:
             self.pacing.frames([f.time for f in frames])
             self._set_every(self.pacing.choice())
         if ann.every <= 1:
-            return self._model_call(self._timed(partial(ann, frames), len(frames)))  # type: ignore[return-value]
+            return self._model_call(self._in_step(frames))  # type: ignore[return-value]
         if worker.error is not None:
             raise worker.error
         landed = worker.results.take()
@@ -369,12 +375,16 @@ class LiveSession:
             if frame.extra.get("replay"):
                 ann.reset()
             if ann.due(frame):
-                job = self._timed(partial(ann.explain_frame, frame))
+                job = partial(ann.explain_frame, frame)
                 if ann.held is None or frame.extra.get("replay") or frame.extra.get("step"):
                     ann.adopt(self._model_call(job))  # type: ignore[arg-type]  # must be drawn with its own map
                 else:
                     worker.submit(job)
-        return ann.render_held(frames)
+        start = time.perf_counter()
+        results = ann.render_held(frames)
+        if self.pacing is not None:
+            self.pacing.render(time.perf_counter() - start, len(frames))
+        return results
 
     def _publish(self, result: FrameResult) -> None:
         self.frames_shown += 1

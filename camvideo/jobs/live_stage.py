@@ -18,7 +18,7 @@ import torch
 from ..types import Frame, FrameResult
 from .stage import FrameAnnotator, ModelOutput
 
-__all__ = ["LiveAnnotator"]
+__all__ = ["LiveAnnotator", "ModelThreads"]
 
 
 class LiveAnnotator(FrameAnnotator):
@@ -32,8 +32,8 @@ class LiveAnnotator(FrameAnnotator):
         whichever it settles on.
         """
         target = self.target
-        if self.smoother is not None and self._top1:
-            wanted = self._wanted
+        if self.smoother is not None and self.top1:
+            wanted = self.wanted_class
 
             def target(logits: torch.Tensor) -> torch.Tensor:
                 top = logits.argmax(dim=1, keepdim=True)
@@ -42,26 +42,68 @@ class LiveAnnotator(FrameAnnotator):
                 return torch.cat([torch.full_like(top, wanted), top], dim=1)
 
         images = self.explainer.to_device(frame.image[None])
-        return self._outputs([frame], self.explainer.explain(images, target=target))[0]
+        return self.model_outputs([frame], self.explain(images, target))[0]
 
     def adopt(self, output: ModelOutput) -> None:
         """Draw the next frames with ``output`` (a background run that has finished)."""
-        self._held = output
+        self.held = output
 
     def render_held(self, frames: Sequence[Frame]) -> list[FrameResult]:
         """Draw frames with the held model run, smoothing on (render thread, live)."""
-        held = self._held
+        held = self.held
         if held is None:
             raise RuntimeError("render_held() before any model output was adopted")
         times = [f.time for f in frames]
         positions = [0] * len(frames)
-        if self.smoother is not None and self._top1:
+        if self.smoother is not None and self.top1:
             chosen = self.smoother.select(held.logits.expand(len(frames), -1), times).tolist()
             for i, wanted in enumerate(chosen):
-                self._wanted = wanted
+                self.wanted_class = wanted
                 # Show the wanted class when its map is here; else keep the one shown.
-                show = wanted if wanted in held.classes else self._shown
+                show = wanted if wanted in held.classes else self.shown_class
                 positions[i] = held.classes.index(show) if show in held.classes else 0
-                self._shown = held.classes[positions[i]]
+                self.shown_class = held.classes[positions[i]]
         images = self.explainer.to_device(np.stack([f.image for f in frames]))
-        return self._draw(frames, images, [held] * len(frames), positions)
+        return self.render_runs(frames, images, [held] * len(frames), positions)
+
+
+class ModelThreads:
+    """torch's CPU threads for a live model: fewer while it runs in the background (one
+    core left to decode, draw and display), all of them back in step and at the end.
+
+    torch's count is process-wide for every thread that starts running torch later, so a
+    limit that is never put back leaks into the next session (and its model in step).
+    :meth:`limit` runs in the model thread; :meth:`restore` in it, or in any thread once
+    the model thread is done. ``limit=0`` (or a GPU): leave torch's count as it is.
+    """
+
+    def __init__(self, limit: int, enabled: bool = True) -> None:
+        self.limit_to = limit if enabled else 0
+        self.before: int | None = None  # the count before the limit; None: not limited now
+
+    @property
+    def limited(self) -> bool:
+        return self.before is not None
+
+    def ratio(self) -> float:
+        """Threads in step over threads in the background (1 when nothing is limited)."""
+        if self.limit_to <= 0:
+            return 1.0
+        threads = self.before or torch.get_num_threads()
+        return threads / min(threads, self.limit_to)
+
+    def background(self, on: bool) -> None:
+        """The limit for a background model (``on``), or all threads back for one in step."""
+        if self.limit_to <= 0:
+            return
+        if not on:
+            self.restore()
+            return
+        if self.before is None:
+            self.before = torch.get_num_threads()
+        torch.set_num_threads(min(self.before, self.limit_to))
+
+    def restore(self) -> None:
+        before, self.before = self.before, None
+        if before is not None:
+            torch.set_num_threads(before)

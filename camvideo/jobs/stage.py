@@ -14,7 +14,8 @@ background thread: :class:`~camvideo.jobs.live_stage.LiveAnnotator` adds that mo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,8 +88,13 @@ class FrameAnnotator:
         self.target = target
         self._held: ModelOutput | None = None  # the last model run, drawn until the next
         self._countdown = 0  # frames to go until the model runs again
-        self._wanted: int | None = None  # the class the smoother picked last (live top-1)
-        self._shown: int | None = None  # the class whose map is drawn (live top-1)
+        #: The class the smoother picked last (smoothed top-1; live runs also explain it).
+        self.wanted_class: int | None = None
+        #: The class whose map is drawn now (smoothed top-1).
+        self.shown_class: int | None = None
+        #: Called with (seconds, frames) after each model call: the model alone, without
+        #: smoothing and drawing (``--every auto`` compares it with the frame interval).
+        self.on_model_time: Callable[[float, int], None] | None = None
 
     @property
     def target(self) -> Target:
@@ -101,9 +107,26 @@ class FrameAnnotator:
         self._multi = isinstance(target, str) and target.strip().lower().startswith("top") and not self._top1
 
     @property
+    def top1(self) -> bool:
+        """Whether the target is the top-1 class (the one the smoother's hysteresis can hold)."""
+        return self._top1
+
+    @property
     def held(self) -> ModelOutput | None:
         """The model run the next frames between runs are drawn with."""
         return self._held
+
+    @held.setter
+    def held(self, output: ModelOutput | None) -> None:
+        self._held = output
+
+    def explain(self, images: torch.Tensor, target: Target) -> Explanation:
+        """``explainer.explain`` on device ``images``, its time reported to :attr:`on_model_time`."""
+        start = time.perf_counter()
+        out = self.explainer.explain(images, target=target)
+        if self.on_model_time is not None:
+            self.on_model_time(time.perf_counter() - start, images.shape[0])
+        return out
 
     def reset(self) -> None:
         """Forget the smoothing state and the last model run (a new video, a new source)."""
@@ -111,7 +134,7 @@ class FrameAnnotator:
             self.smoother.reset()
         self._held = None
         self._countdown = 0
-        self._wanted = self._shown = None
+        self.wanted_class = self.shown_class = None
 
     def due(self, frame: Frame) -> bool:
         """Whether the model should run on ``frame`` (counts it: call once per frame, in order).
@@ -163,7 +186,7 @@ class FrameAnnotator:
         self._held = ModelOutput(out.logits[last], maps[last].float(), class_rows[last], score_rows[last],
                                  list(zip(top_idx[last], top_p[last])), frames[last].index, frames[last].time)  # fmt: skip
         self._countdown = self.every - 1
-        self._wanted = self._shown = class_rows[last][0]
+        self.wanted_class = self.shown_class = class_rows[last][0]
         results = []
         for i, frame in enumerate(frames):
             results.append(
@@ -175,6 +198,7 @@ class FrameAnnotator:
                     box=rendered.boxes[i],
                     top5=list(zip(top_idx[i], top_p[i])),
                     raw_map=raw[i] if raw is not None else None,
+                    smoothed=self.smoother is not None and self._top1,
                 )
             )
         return results
@@ -184,7 +208,7 @@ class FrameAnnotator:
         n = images.shape[0]
         extra = (self.static_batch or 0) - n
         if extra <= 0:
-            return self.explainer.explain(images, target=target)
+            return self.explain(images, target)
         padded = torch.cat([images, images[-1:].expand(extra, -1, -1, -1)])
         if callable(target) and not isinstance(target, torch.Tensor):
             chooser = target
@@ -193,12 +217,13 @@ class FrameAnnotator:
                 chosen = torch.as_tensor(chooser(logits[:n]), device=logits.device).long().view(n, -1)
                 return torch.cat([chosen, chosen[-1:].expand(extra, -1)])
 
-        out = self.explainer.explain(padded, target=target)
+        out = self.explain(padded, target)
         return dataclasses.replace(out, maps=out.maps[:n], classes=out.classes[:n], scores=out.scores[:n],
                                    logits=out.logits[:n])  # fmt: skip
 
     # -- every Nth frame -------------------------------------------------------------------------
-    def _outputs(self, frames: Sequence[Frame], out: Explanation) -> list[ModelOutput]:
+    def model_outputs(self, frames: Sequence[Frame], out: Explanation) -> list[ModelOutput]:
+        """One :class:`ModelOutput` per frame of an explained batch."""
         maps = out.maps if out.maps.dim() == 4 else out.maps.unsqueeze(1)  # (N, T, h, w)
         classes = out.classes.view(len(frames), -1).tolist()
         scores = out.scores.view(len(frames), -1).tolist()
@@ -235,20 +260,21 @@ class FrameAnnotator:
                     chosen = smoother.select(torch.stack(rows), times)
                     return chosen[picked]
 
-            explained = self.explainer.explain(images[picked], target=target)
-            outputs = dict(zip(picked, self._outputs([frames[i] for i in picked], explained)))
+            explained = self.explain(images[picked], target)
+            outputs = dict(zip(picked, self.model_outputs([frames[i] for i in picked], explained)))
         elif smoother is not None and self._held is not None:
             smoother.select(self._held.logits.expand(len(frames), -1), times)
         runs = []
         for i in range(len(frames)):
             self._held = outputs.get(i, self._held)
             runs.append(self._held)
-        return self._draw(frames, images, runs, [0] * len(frames))
+        return self.render_runs(frames, images, runs, [0] * len(frames))
 
-    def _draw(
+    def render_runs(
         self, frames: Sequence[Frame], images: torch.Tensor, runs: list[ModelOutput], positions: list[int]
     ) -> list[FrameResult]:
-        """Smooth and render frames, each with its model run's map at ``positions[i]``."""
+        """Smooth and render frames (``images``: on the device), each with its model run's
+        map at ``positions[i]`` (the run's ``classes[positions[i]]``)."""
         times = [f.time for f in frames]
         shown = torch.stack([run.maps[p] for run, p in zip(runs, positions)])
         bounds = None
@@ -273,6 +299,7 @@ class FrameAnnotator:
                     top5=run.top5,
                     raw_map=run.maps.cpu().numpy() if self.keep_maps else None,
                     extra={"model_frame": run.frame_index, "model_lag": frame.time - run.frame_time},
+                    smoothed=self.smoother is not None and self._top1,
                 )
             )
         return results
