@@ -5,9 +5,11 @@ on purpose (its time has a floor: the added sleep; never a ceiling)."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import pytest
+import torch
 
 from camvideo.cli import build_parser
 from camvideo.jobs import LiveOptions, LiveSession
@@ -166,3 +168,70 @@ def test_live_session_picks_the_interval_from_a_slow_model() -> None:
     assert stats.every == pacing.every and (stats.every == want or abs(stats.every - want) * 2 <= want)
     assert stats.every >= 2 and stats.every * pacing.frame_seconds >= 0.2 * 0.99  # never more runs than fit
     assert stats.frames_shown > 2 * stats.model_runs  # the display is not tied to the model
+
+
+class ThreadClock:
+    """A fake ``time`` module for the live code: ``perf_counter`` is a per-thread clock that
+    moves only when :meth:`spend` is called in that thread (what the fake model and the fake
+    drawing cost), so the measured times are exact whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self.monotonic, self.sleep = time.monotonic, time.sleep
+
+    def perf_counter(self) -> float:
+        return getattr(self._local, "now", 0.0)
+
+    def spend(self, seconds: float) -> None:
+        self._local.now = self.perf_counter() + seconds
+
+
+@pytest.mark.timeout(120)
+def test_live_session_times_the_model_alone_in_step_and_in_the_background(monkeypatch) -> None:
+    """Issue 19: in step, auto timed the model and the drawing together, in the background
+    the model alone. With a fake clock the model costs 10 ms a frame and the drawing 4 ms:
+    both modes must report 10 ms for the model and 4 ms for the drawing, and with the thread
+    ratio 2 a step (10/2 + 4 = 9 ms, then 10 + 4 = 14 ms, under 0.7 x 33 ms) goes in step."""
+    import camvideo.jobs.live
+    import camvideo.jobs.stage
+    from camvideo.render import Renderer
+
+    clock = ThreadClock()
+    monkeypatch.setattr(camvideo.jobs.stage, "time", clock)
+    monkeypatch.setattr(camvideo.jobs.live, "time", clock)
+    draw = Renderer.render
+
+    def slow_draw(self, images, *args, **kwargs):
+        clock.spend(0.004 * images.shape[0])
+        return draw(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Renderer, "render", slow_draw)
+    explainer = tiny_explainer()
+    explain = explainer.explain
+
+    def slow_model(frames, target=None):
+        clock.spend(0.010 * frames.shape[0])
+        return explain(frames, target=target)
+
+    explainer.explain = slow_model  # type: ignore[method-assign]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the background model gets 1: the thread ratio is 2
+    session = LiveSession(str(CATS), LiveOptions(every=0, model_threads=1), explainer=explainer).start()
+    try:
+        assert session.display.get(60.0) is not None, f"no frame: {session.state} {session.error!r}"
+        pacing = session.pacing
+        assert pacing is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (pacing.background_model and pacing.every == 1):
+            session.display.get(0.5)
+        background, background_render = pacing.background_model, pacing.render_seconds
+        while time.monotonic() < deadline and not (pacing.step_model and explainer.calls >= 20):  # type: ignore[attr-defined]
+            session.display.get(0.5)
+        stats = session.stats()
+    finally:
+        assert session.stop(2.0)
+        torch.set_num_threads(before)
+    assert background == pytest.approx(0.010, abs=1e-9) and background_render == pytest.approx(0.004, abs=1e-9)
+    assert pacing.step_model == pytest.approx(0.010, abs=1e-9)  # the model alone, not 14 ms
+    assert pacing.render_seconds == pytest.approx(0.004, abs=1e-9)
+    assert stats.every == 1 and stats.every_auto
