@@ -1,8 +1,11 @@
 """The house rules of issue 10, and the bugs its review found (each test failed before its fix).
 
 The import layers and forbidden imports are import-linter contracts (pyproject.toml), run
-by ``.ci/run``; what they cannot say is checked here: only public names cross packages,
-modules stay small, option names have one home, the writers' protocol holds under threads.
+by ``.ci/run``; what they cannot say is checked here: only public names cross modules (no
+``from X import _name``, no ``module._name`` or ``Imported._name`` on a name imported from
+another camvideo module), no import cycles between modules (function-level imports
+included), modules stay small, option names have one home, the writers' protocol holds
+under threads.
 """
 
 from __future__ import annotations
@@ -204,3 +207,162 @@ def test_hook_is_removed_when_an_unclosed_explainer_is_collected() -> None:
     del explainer
     gc.collect()
     assert len(hooked._forward_hooks) == 0
+
+
+# -- no private names across modules, no import cycles (AST) --------------------------------------
+
+# namedtuple's methods and fields start with an underscore but are its public API
+PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_field_defaults", "_make"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_package(path: Path) -> bool:
+    return path.name == "__init__.py"
+
+
+MODULES = {_module_name(p): p for p in _modules()}
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__") and name not in PUBLIC_UNDERSCORE
+
+
+def _resolve(path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module an ``ImportFrom`` reads from (relative levels resolved)."""
+    if not node.level:
+        return node.module or ""
+    here = _module_name(path).split(".")
+    base = here if _is_package(path) else here[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def _runtime_nodes(tree: ast.Module) -> list[ast.AST]:
+    """Every node except those under ``if TYPE_CHECKING:`` (no import at run time)."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(n) for child in node.body for n in ast.walk(child))
+    return [n for n in ast.walk(tree) if id(n) not in skipped]
+
+
+def _imports(path: Path) -> list[tuple[str, str | None, str]]:
+    """``(module, name or None, local name)`` for every run-time import in ``path``, at any
+    depth (imports inside functions too): ``import a.b as c`` -> ("a.b", None, "c"),
+    ``from a import b as c`` -> ("a", "b", "c")."""
+    out: list[tuple[str, str | None, str]] = []
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                out.append((alias.name, None, alias.asname or alias.name))
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(path, node)
+            out.extend((target, alias.name, alias.asname or alias.name) for alias in node.names)
+    return out
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``a.b.c`` for a chain of attributes on a name, else None."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else None
+    return None
+
+
+def private_access_across_modules() -> list[str]:
+    """``from X import _name``, and ``m._name`` where ``m`` is a name this module imported
+    from another camvideo/ui module (a module, class or function: ``from x import y;
+    y._private``, ``import camvideo.x as m; m._private``)."""
+    offenders = []
+    for here, path in MODULES.items():
+        imported: dict[str, str] = {}  # local name -> what it is, dotted ("camvideo.sinks.report")
+        for module, name, local in _imports(path):
+            if not module.startswith(PACKAGES) or module == here:
+                continue
+            if name is None:
+                imported[local] = module if local != module else module.split(".")[0]
+                continue
+            if _private(name):
+                offenders.append(f"{here}: from {module} import {name}")
+            imported[local] = f"{module}.{name}"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or not _private(node.attr):
+                continue
+            chain = _dotted(node.value)
+            if chain is None:
+                continue
+            head, _, rest = chain.partition(".")
+            if head not in imported:
+                continue
+            owner = f"{imported[head]}.{rest}" if rest else imported[head]
+            if owner == here or owner.startswith(here + "."):
+                continue
+            offenders.append(f"{here}: {chain}.{node.attr} (line {node.lineno})")
+    return sorted(set(offenders))
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the camvideo/ui modules it imports at run time (``from pkg import name``
+    is an import of ``pkg.name`` where that is a module, else of ``pkg``)."""
+    graph: dict[str, set[str]] = {}
+    for here, path in MODULES.items():
+        edges = set()
+        for module, name, _ in _imports(path):
+            if name is not None and f"{module}.{name}" in MODULES:
+                edges.add(f"{module}.{name}")
+            elif module in MODULES:
+                edges.add(module)
+        edges.discard(here)
+        graph[here] = edges
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each as a
+    list of its modules, sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_private_names_cross_modules() -> None:
+    assert private_access_across_modules() == []
+
+
+def test_no_import_cycles() -> None:
+    assert import_cycles(import_graph()) == []

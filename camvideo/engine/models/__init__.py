@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from ...errors import ModelError
+from .state_dict import load_error_line, load_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -159,7 +159,7 @@ def load_model(
             class_names=list(class_names) if class_names is not None else [],
         )
         if weights is not None:
-            _load_state_dict(spec.model, weights)
+            load_state_dict(spec.model, weights)
         return spec
     if not isinstance(model, str):
         raise ModelError(f"model must be a name or a torch.nn.Module, not {type(model).__name__}")
@@ -222,7 +222,7 @@ def _torchvision_spec(name: str, weights: str | os.PathLike | None, pretrained: 
         kwargs = {"aux_logits": True, "transform_input": True, "init_weights": False}
     net = tvm.get_model(name, weights=None, **kwargs)
     if weights is not None:
-        _load_state_dict(net, weights)
+        load_state_dict(net, weights)
     elif pretrained:
         try:
             # torch.hub loads with weights_only=False unless told: a file planted in the
@@ -236,7 +236,7 @@ def _torchvision_spec(name: str, weights: str | os.PathLike | None, pretrained: 
         except pickle.UnpicklingError as err:
             raise ModelError(
                 f"refused to load the cached torchvision weights for {name} in {torch.hub.get_dir()}: not a plain "
-                f"tensor state dict ({_load_error(err)}); delete the file, or pass --weights PATH"
+                f"tensor state dict ({load_error_line(err)}); delete the file, or pass --weights PATH"
             ) from None
         except Exception as err:  # URLError, socket errors, HTTP errors: all mean "no download"
             raise ModelError(
@@ -269,54 +269,6 @@ def _expose_final_activation(name: str, net: nn.Module) -> None:
     """
     if name.startswith("densenet"):
         net.features.add_module("relu_out", nn.ReLU())
-
-
-def _load_error(err: BaseException) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, on one short line.
-
-    Its message is a paragraph with terminal escapes; the line that says what was found
-    (``Unsupported global: GLOBAL builtins.exec ...``) is the one a user needs.
-    """
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
-    for line in text.splitlines():
-        if "WeightsUnpickler error:" in line:
-            text = line.split("WeightsUnpickler error:", 1)[1].split(". ")[0]
-            break
-    else:
-        text = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    return " ".join(text.split())[:160]
-
-
-def _load_state_dict(net: nn.Module, path: str | os.PathLike) -> None:
-    """Load a local state dict safely (``weights_only=True``: no code in pickles)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ModelError(
-            f"refused to load {path}: not a plain tensor state dict ({_load_error(err)}); "
-            "camvideo loads weights with torch.load(weights_only=True) and never runs code from a file"
-        ) from None
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ModelError(f"{path} does not hold a state dict (found {type(state).__name__})")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [k for k in own if k in state and getattr(state[k], "shape", None) != own[k].shape]
-    if missing or unexpected or reshaped:
-        detail = "; ".join(
-            f"{len(keys)} {what} ({', '.join(keys[:3])})"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
-            if keys
-        )
-        raise ModelError(f"{path} does not match {type(net).__name__}: keys {detail}")
-    net.load_state_dict(state)
 
 
 def _torchvision_weights_cached(name: str) -> bool:

@@ -170,11 +170,11 @@ def load_lite_weights(model: nn.Module, weights: str | os.PathLike, name: str) -
     except OSError as err:
         raise ModelError(f"cannot read {name} weights {os.fspath(weights)}: {err.strerror or err}") from None
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:
-        from . import _load_error  # the package imports this module lazily: no cycle
+        from .state_dict import load_error_line
 
         # Say why (a refused global means code in the pickle, which never runs here).
         raise ModelError(f"{os.fspath(weights)} is not a PyTorch weights file (torch.save state dict): "
-                         f"{_load_error(err)}") from None  # fmt: skip
+                         f"{load_error_line(err)}") from None  # fmt: skip
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     try:

@@ -67,7 +67,7 @@ def create(name: str, pretrained: bool) -> nn.Module:
 
 def timm_parts(name: str, weights: str | os.PathLike | None, pretrained: bool) -> dict:
     """The model and its preprocessing, as keyword arguments for ``ModelSpec``."""
-    from . import _load_state_dict  # the package imports this module lazily: no cycle
+    from .state_dict import load_state_dict
 
     download = pretrained and weights is None
     try:
@@ -86,7 +86,7 @@ def timm_parts(name: str, weights: str | os.PathLike | None, pretrained: bool) -
         # its outputs are features, not class scores: a map "for class 17" would mean nothing
         raise ModelError(f"{PREFIX}{name} has no classifier head (a feature backbone); camvideo explains classifiers")
     if weights is not None:
-        _load_state_dict(model, weights)
+        load_state_dict(model, weights)
     from timm.data import resolve_data_config
 
     config = resolve_data_config({}, model=model)
