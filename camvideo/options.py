@@ -103,10 +103,41 @@ class ModelOptions:
     def from_args(cls, args: object) -> ModelOptions:
         """From an argparse namespace (or any object with the same attribute names); every
         field must be there (``--input-size`` is the namespace's ``input_size``)."""
-        values = {}
-        for field in fields(cls):
-            name = cls._ARG_NAMES.get(field.name, field.name)
-            if not hasattr(args, name):
-                raise TypeError(f"{type(args).__name__} has no {name!r}: every model option must be given")
-            values[field.name] = getattr(args, name)
-        return cls(**values)
+        return cls(**_fields_from(cls, args, cls._ARG_NAMES))
+
+
+@dataclass(frozen=True)
+class OverlayOptions:
+    """How to draw the overlay, as one typed value: a :class:`~camvideo.render.Renderer`'s keywords.
+
+    The local annotate and the Ray workers both build their Renderer from this
+    (``Renderer(**overlay.keywords(), class_names=...)``), with the command line's defaults.
+    """
+
+    colormap: str = DEFAULT_COLORMAP
+    alpha: float = DEFAULT_ALPHA
+    boxes: bool = True
+    labels: bool = True
+    threshold: float = DEFAULT_THRESHOLD
+    side_by_side: bool = False
+    min_score: float = DEFAULT_MIN_SCORE
+
+    @classmethod
+    def from_args(cls, args: object) -> OverlayOptions:
+        """From an argparse namespace (or any object with the same attribute names); every field must be there."""
+        return cls(**_fields_from(cls, args, {}))
+
+    def keywords(self) -> dict[str, Any]:
+        """The Renderer's keyword arguments."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+def _fields_from(cls: type, args: object, renames: dict[str, str]) -> dict[str, Any]:
+    """Every field of the dataclass ``cls`` read from ``args`` (``renames``: field -> attribute name)."""
+    values = {}
+    for field in fields(cls):
+        name = renames.get(field.name, field.name)
+        if not hasattr(args, name):
+            raise TypeError(f"{type(args).__name__} has no {name!r}: every {cls.__name__} field must be given")
+        values[field.name] = getattr(args, name)
+    return values

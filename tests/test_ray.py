@@ -25,9 +25,7 @@ ray = pytest.importorskip("ray")
 
 from camvideo.cli import main  # noqa: E402
 from camvideo.distributed import (  # noqa: E402
-    ModelSpec,
     Segment,
-    SegmentSource,
     VideoScan,
     annotate_on_ray,
     plan_segments,
@@ -36,6 +34,7 @@ from camvideo.distributed import (  # noqa: E402
 )  # fmt: skip
 from camvideo.errors import ModelError  # noqa: E402
 from camvideo.jobs import AnnotateSettings, VideoJob  # noqa: E402
+from camvideo.options import ModelOptions  # noqa: E402
 from camvideo.sources import FileSource  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -142,25 +141,29 @@ def test_plan_cuts_at_keyframes_and_keeps_the_batch_grid() -> None:
     for s in segments:
         assert s.feed_from % 4 == 0 and s.feed_from <= max(0, s.start - 15)
         assert s.feed_to == min(60, -(-s.end // 4) * 4)
-        assert s.seek_pts in scan.keyframes and s.seek_pts <= scan.pts[s.feed_from]
         assert list(s.pts) == scan.pts[s.feed_from : s.feed_to]
+        # the stretch its worker annotates: exactly frames feed_from .. feed_to - 1 (end exclusive)
+        part = s.part()
+        assert (part.first_index, part.write_start, part.write_end) == (s.feed_from, s.start, s.end)
+        assert part.start == Fraction(scan.pts[s.feed_from], 100)
+        assert Fraction(scan.pts[s.feed_to - 1], 100) < part.end <= Fraction(scan.pts[s.feed_to - 1] + 10, 100)
 
 
-def test_segment_source_gives_file_source_frames(tmp_path: Path) -> None:
+def test_segment_part_decodes_exactly_its_frames(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "c.mp4", 40, size=(64, 48))
     scan = scan_video(clip)
     assert len(scan.pts) == 40 and scan.keyframes == [scan.pts[i] for i in (0, 10, 20, 30)]
-    with FileSource(clip) as source:
-        every = list(source)
-    segment = Segment(2, start=20, end=30, feed_from=14, pts=tuple(scan.pts[14:32]), seek_pts=scan.pts[10])
-    with SegmentSource(clip, segment) as part:
-        got = list(part)
+    segment = Segment(2, start=20, end=30, feed_from=14, pts=tuple(scan.pts[14:32]), time_base=scan.time_base)
+    part = segment.part()
+    with FileSource(clip, start=part.start, end=part.end, first_index=part.first_index) as source:
+        got = list(source)
+    # The reference: PyAV decoding the whole file, every frame by its presentation order.
+    with av.open(str(clip)) as c:
+        every = [(f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
     assert [f.index for f in got] == list(range(14, 32))
     for frame in got:
-        ref = every[frame.index]
-        assert (frame.pts, frame.time) == (ref.pts, ref.time)
-        assert np.array_equal(frame.image, ref.image)
-        assert frame.extra["write"] == (20 <= frame.index < 30)
+        pts, image = every[frame.index]
+        assert frame.pts == pts and np.array_equal(frame.image, image)
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -277,7 +280,7 @@ def test_model_that_does_not_load_is_one_error(cluster, tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(ModelError, match="cannot load the model"):
         list(annotate_on_ray([VideoJob(clip, tmp_path / "a.cam.mp4")], AnnotateSettings(),
-                             model=ModelSpec(weights=str(bad))))  # fmt: skip
+                             model=ModelOptions(weights=str(bad))))  # fmt: skip
     assert time.monotonic() - started < 120
     assert not (tmp_path / "a.cam.mp4").exists() and partials(tmp_path) == []
 

@@ -546,9 +546,9 @@ def test_explainer_without_a_method_is_auto_on_a_vit() -> None:
     ex = Explainer(model=tiny_vit(seed=25), device="cpu", class_names=NAMES, input_size=32)
     assert ex.method == "gradcam"
     assert ex.explain(frames(26, h=32, w=32)).maps.shape == (2, 4, 4)
-    from camvideo.distributed.worker import ModelSpec
+    from camvideo.options import ModelOptions  # what the Ray workers build theirs from
 
-    assert ModelSpec().method == "auto"
+    assert ModelOptions().method == "auto"
 
 
 def timm_rollout_reference(ref: nn.Module, x64: torch.Tensor) -> torch.Tensor:

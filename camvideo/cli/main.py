@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CamvideoError, OutputError
-from ..options import ModelOptions
+from ..options import ModelOptions, OverlayOptions
 from .parser import build_parser
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -200,7 +200,7 @@ def _annotate(args: argparse.Namespace) -> int:
             pass
 
     from ..engine import Explainer
-    from ..jobs import AnnotateSettings, VideoJob, annotate_many, describe, progress_bar, resolve_hwaccel
+    from ..jobs import AnnotateSettings, VideoJob, annotate_many, describe, progress_bar
     from ..render import Renderer
 
     if args.ray is not None:  # the workers load the model, not this process
@@ -211,14 +211,9 @@ def _annotate(args: argparse.Namespace) -> int:
     explainer.selector(args.target)  # a wrong class name fails now, not on every video
     if not args.quiet:  # which layer is explained, why, and how its output becomes a map (transformers)
         print(f"{explainer.spec.name}: {explainer.method} on layer {explainer.report.describe()}")
-    renderer = Renderer(args.colormap, args.alpha, boxes=args.boxes, labels=args.labels, threshold=args.threshold,
-                        side_by_side=args.side_by_side, class_names=explainer.class_names,
-                        min_score=args.min_score)  # fmt: skip
+    renderer = Renderer(**OverlayOptions.from_args(args).keywords(), class_names=explainer.class_names)
     cuda = explainer.device.type == "cuda"
-    settings = AnnotateSettings(target=args.target, smooth=args.smooth, batch_size=args.batch_size, crf=args.crf,
-                                preset=args.preset, overwrite=args.overwrite, hwaccel=resolve_hwaccel(args.hwaccel, cuda),
-                                encoder=args.encoder if args.encoder != "auto" or cuda else "libx264",
-                                static_batch=args.compile)  # fmt: skip
+    settings = AnnotateSettings.from_args(args, cuda=cuda)
     jobs = args.jobs or (min(len(inputs), AUTO_GPU_JOBS) if cuda else 1)
     videos = [VideoJob(*paths) for paths in zip(inputs, outputs, jsonls, maps, reports)]
     bars: dict[VideoJob, object] = {}

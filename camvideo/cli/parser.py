@@ -70,6 +70,25 @@ def _render_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--side-by-side", action="store_true", help="original | overlay, side by side")
 
 
+def _ray_options(parser: argparse.ArgumentParser) -> None:
+    """The ``annotate`` options of a cluster run (``camvideo.cli.ray`` runs it)."""
+    group = parser.add_argument_group("cluster (Ray)")
+    group.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="run on a Ray cluster. ADDRESS: none (the cluster RAY_ADDRESS names, else a new local "
+                       "one on 127.0.0.1), local, auto (the cluster this machine joined with `ray start`), "
+                       "ray://HOST:10001 (Ray Client) or HOST:6379 (the head's GCS)")  # fmt: skip
+    group.add_argument("--ray-workers", type=_positive_int, metavar="N",
+                       help="worker actors, each holding the model [one per GPU, else one per CPU]")  # fmt: skip
+    group.add_argument("--ray-dashboard", action="store_true",
+                       help="start Ray's dashboard (on 127.0.0.1) with the local cluster [off]")  # fmt: skip
+    group.add_argument("--segment-seconds", type=_nonneg_float, default=120.0, metavar="S",
+                       help="with --ray, cut videos longer than S seconds at keyframes and annotate the pieces "
+                       "in parallel; 0: never [%(default)s]")  # fmt: skip
+    group.add_argument("--manifest", metavar="PATH.jsonl",
+                       help="with --ray, append one line per video: input, output, frames, fps, worker node, "
+                       "decoder, encoder, attempts, error")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="camvideo",
@@ -122,9 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     out.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    from .ray import add_ray_options
-
-    add_ray_options(annotate)
+    _ray_options(annotate)
 
     live = commands.add_parser(
         "live",

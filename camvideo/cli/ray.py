@@ -1,9 +1,12 @@
 """``camvideo annotate --ray``: the same command, run by the workers of a Ray cluster.
 
-Every other option means what it means locally; the outputs are the same files. The
-driver (this process) loads no model: the workers do, once each. It shows a progress
-bar over videos and frames fed by the workers, prints a line per video and a summary,
-and appends one line per video to ``--manifest``.
+Every other option means what it means locally (the model, overlay and annotate settings
+are built from the namespace as one value each, as the local run builds them); the outputs
+are the same files. The driver (this process) loads no model: the workers do, once each.
+It prints a line for each slow start-up step (the cluster, the workers' model), shows a
+progress bar over videos and frames fed by the workers, prints a line per video and a
+summary, and appends one line per video to ``--manifest``. The flags are in
+:mod:`camvideo.cli.parser` with every other.
 """
 
 from __future__ import annotations
@@ -15,33 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import CamvideoError
-from .parser import _nonneg_float, _positive_int
+from ..options import ModelOptions, OverlayOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-
-
-def add_ray_options(parser: argparse.ArgumentParser) -> None:
-    """The ``annotate`` options of a cluster run."""
-    group = parser.add_argument_group("cluster (Ray)")
-    group.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                       help="run on a Ray cluster. ADDRESS: none (the cluster RAY_ADDRESS names, else a new local "
-                       "one on 127.0.0.1), local, auto (the cluster this machine joined with `ray start`), "
-                       "ray://HOST:10001 (Ray Client) or HOST:6379 (the head's GCS)")  # fmt: skip
-    group.add_argument(
-        "--ray-workers",
-        type=_positive_int,
-        metavar="N",
-        help="worker actors, each holding the model [one per GPU, else one per CPU]",
-    )
-    group.add_argument(
-        "--ray-dashboard", action="store_true", help="start Ray's dashboard (on 127.0.0.1) with the local cluster [off]"
-    )
-    group.add_argument("--segment-seconds", type=_nonneg_float, default=120.0, metavar="S",
-                       help="with --ray, cut videos longer than S seconds at keyframes and annotate the pieces "
-                       "in parallel; 0: never [%(default)s]")  # fmt: skip
-    group.add_argument("--manifest", metavar="PATH.jsonl",
-                       help="with --ray, append one line per video: input, output, frames, fps, worker node, "
-                       "decoder, encoder, attempts, error")  # fmt: skip
 
 
 class UrlInput(str):
@@ -75,31 +54,29 @@ def find_inputs(items: list[str]) -> list:
 
 def run_on_ray(args: argparse.Namespace, videos: list) -> int:
     """Annotate ``videos`` (:class:`~camvideo.jobs.VideoJob`) on the cluster ``args.ray`` names."""
-    from ..distributed import ModelSpec, OverlaySpec, annotate_on_ray, ray_cluster
-    from ..jobs import AnnotateSettings, resolve_hwaccel
+    from ..distributed import annotate_on_ray, ray_cluster
+    from ..jobs import AnnotateSettings
 
-    model = ModelSpec(args.model, args.method, args.layer, args.device, args.weights, args.precision, args.compile)
-    overlay = OverlaySpec(args.colormap, args.alpha, args.boxes, args.labels, args.threshold, args.side_by_side,
-                          min_score=args.min_score)  # fmt: skip
+    model = ModelOptions.from_args(args)
+    overlay = OverlayOptions.from_args(args)
     manifest = Path(args.manifest) if args.manifest else None
     if manifest is not None and not manifest.absolute().parent.is_dir():
         raise CamvideoError(f"{manifest}: folder {manifest.absolute().parent} does not exist")
     # URLs travel as plain strings (the workers need not import the command line to read them).
     videos = [replace(v, input=str(v.input)) if isinstance(v.input, UrlInput) else v for v in videos]
     started = time.monotonic()
-    with ray_cluster(args.ray or None, dashboard=args.ray_dashboard) as cluster:
-        cuda = cluster.gpus > 0 and args.device != "cpu"
-        settings = AnnotateSettings(target=args.target, smooth=args.smooth, batch_size=args.batch_size, crf=args.crf,
-                                    preset=args.preset, overwrite=args.overwrite, hwaccel=resolve_hwaccel(args.hwaccel, cuda),
-                                    encoder=args.encoder if args.encoder != "auto" or cuda else "libx264",
-                                    static_batch=args.compile)  # fmt: skip
-        progress = _Progress(len(videos), enabled=not args.quiet and sys.stderr.isatty())
-        failures, frames, nodes = 0, 0, set()
-        try:
+    steps = _Steps(enabled=not args.quiet)
+    progress = _Progress(len(videos), enabled=not args.quiet and sys.stderr.isatty(), steps=steps)
+    failures, frames = 0, 0
+    try:
+        with ray_cluster(args.ray or None, dashboard=args.ray_dashboard, on_start=steps.begin) as cluster:
+            gpus = f", {cluster.gpus:g} GPUs" if cluster.gpus else ""
+            steps.end(f"{cluster.cpus:g} CPUs{gpus} on {cluster.nodes} node(s)", cluster.startup)  # if it started one
+            cuda = cluster.gpus > 0 and args.device != "cpu"
+            settings = AnnotateSettings.from_args(args, cuda=cuda)
             for outcome in annotate_on_ray(videos, settings, model=model, overlay=overlay, workers=args.ray_workers,
                                            segment_seconds=args.segment_seconds, manifest=manifest,
                                            on_event=progress.event):  # fmt: skip
-                nodes.update(outcome.nodes)
                 if outcome.ok:
                     frames += outcome.frames
                     if not args.quiet:
@@ -107,13 +84,13 @@ def run_on_ray(args: argparse.Namespace, videos: list) -> int:
                 else:
                     failures += 1
                     progress.write(f"camvideo: error: {outcome.error}", err=True)
-        except KeyboardInterrupt:
-            progress.close()
-            print("camvideo: interrupted; the cluster's work was cancelled and unfinished outputs removed",
-                  file=sys.stderr)  # fmt: skip
-            return EXIT_INTERRUPTED
-        finally:
-            progress.close()
+    except KeyboardInterrupt:
+        progress.close()
+        print("camvideo: interrupted; the cluster's work was cancelled and unfinished outputs removed",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
+    finally:
+        progress.close()  # also ends a start-up line an error cut short, before the error's line
     wall = time.monotonic() - started
     if not args.quiet or failures:
         where = f"{cluster.nodes} node(s)" if not cluster.started_here else "a local cluster"
@@ -121,6 +98,39 @@ def run_on_ray(args: argparse.Namespace, videos: list) -> int:
               f"({frames / wall if wall else 0:.1f} frames/s) on {where}"
               + (f"; {failures} failed" if failures else ""), file=sys.stderr)  # fmt: skip
     return EXIT_FAILED if failures else EXIT_OK
+
+
+class _Steps:
+    """One line on stderr for each slow start-up step: ``camvideo: what ... detail, 4.2 s``.
+
+    The line is begun when the step starts (so a slow start never looks hung) and ended with
+    what came of it and the time it took; nothing at all with ``--quiet``.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.began: float | None = None
+
+    def begin(self, what: str) -> None:
+        self.close()
+        self.began = time.monotonic()
+        if self.enabled:
+            print(f"camvideo: {what} ...", end="", file=sys.stderr, flush=True)
+
+    def end(self, detail: str, seconds: float | None = None) -> None:
+        if self.began is None:
+            return
+        took = time.monotonic() - self.began if seconds is None else seconds
+        self.began = None
+        if self.enabled:
+            print(f" {detail}, {took:.1f} s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """End a line left open (its step failed: the error follows on a line of its own)."""
+        if self.began is not None:
+            self.began = None
+            if self.enabled:
+                print(file=sys.stderr, flush=True)
 
 
 def _describe(outcome) -> str:
@@ -134,17 +144,28 @@ def _describe(outcome) -> str:
 
 
 class _Progress:
-    """Two tqdm bars on stderr, videos and frames, fed by the workers' progress events."""
+    """Two tqdm bars on stderr, videos and frames, fed by the workers' progress events.
 
-    def __init__(self, videos: int, enabled: bool) -> None:
+    The bars start once the workers have loaded the model: until then :class:`_Steps` says
+    what is happening, on lines the bars would overwrite.
+    """
+
+    def __init__(self, videos: int, enabled: bool, steps: _Steps) -> None:
+        self.count, self.enabled, self.steps = videos, enabled, steps
         self.videos = self.frames = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.videos = tqdm(total=videos, desc="videos", unit="video", position=0, file=sys.stderr)
-            self.frames = tqdm(total=0, desc="frames", unit="frame", position=1, file=sys.stderr, dynamic_ncols=True)
 
     def event(self, kind: str, video: object, value: object) -> None:
+        if kind == "loading":
+            self.steps.begin(f"loading the model on {value} worker{'s' if value != 1 else ''}")
+        elif kind == "loaded":
+            devices = sorted(set(value["devices"]))
+            self.steps.end(f"on {', '.join(devices)}", value["seconds"])
+            if self.enabled:
+                from tqdm import tqdm
+
+                self.videos = tqdm(total=self.count, desc="videos", unit="video", position=0, file=sys.stderr)
+                self.frames = tqdm(total=0, desc="frames", unit="frame", position=1, file=sys.stderr,
+                                   dynamic_ncols=True)  # fmt: skip
         if self.frames is None:
             return
         if kind == "planned" and value:
@@ -162,6 +183,7 @@ class _Progress:
             print(line, file=sys.stderr if err else sys.stdout)
 
     def close(self) -> None:
+        self.steps.close()
         for bar in (self.frames, self.videos):
             if bar is not None:
                 bar.close()

@@ -23,7 +23,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import CamvideoError
@@ -96,11 +96,13 @@ def ray_cluster(
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     dashboard: bool = False,
+    on_start: Callable[[str], None] | None = None,
 ) -> Iterator[ClusterInfo]:
     """Join or start a Ray cluster for the block; a cluster started here is shut down after.
 
     When Ray is already initialised in this process (a test's fixture, a notebook), that
-    connection is used as it is and left open.
+    connection is used as it is and left open. ``on_start(what)`` is called just before a
+    start or a connection (seconds), with what it is in words, for a status line.
     """
     if address is None:
         address = os.environ.get("RAY_ADDRESS") or "local"
@@ -108,6 +110,10 @@ def ray_cluster(
     switch_before = _set_cluster_switch("0") if local else None
     ray = import_ray()
     own = not ray.is_initialized()
+    if own and on_start is not None:
+        on_start(
+            "starting a local Ray cluster on 127.0.0.1" if local else f"connecting to the Ray cluster at {address}"
+        )
     if own and not local:
         _check_reachable(address)
     started = time.monotonic()

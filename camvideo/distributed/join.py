@@ -17,7 +17,6 @@ and is renamed into place only when all of them are complete.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -29,19 +28,9 @@ import numpy as np
 
 from ..errors import OutputError
 from ..sinks import AudioCopier, FileAudio, container_format, describe_os_error, temporary_beside
+from ..sinks.mp4 import movie_timescale
 
 log = logging.getLogger(__name__)
-
-
-def _movie_timescale(video_tb: Fraction, audio_rates: Sequence[int]) -> int:
-    """A movie clock every track's start offset is a whole number of ticks of (as Mp4Sink)."""
-    video = video_tb.denominator or 1
-    while video < 10000:
-        video *= 2
-    scale = video
-    for rate in audio_rates:
-        scale = math.lcm(scale, rate or 1)
-    return scale if scale < 2**31 else video
 
 
 def _packets(parts: Sequence[Path]) -> Iterator[av.Packet]:
@@ -76,7 +65,7 @@ def join_video(parts: Sequence[Path], output: Path, time_base: Fraction, audio_f
         with av.open(str(parts[0])) as first:
             template = first.streams.video[0]
             rates = [s.codec_context.sample_rate for s in audio.streams] if audio is not None else []
-            options = {"movflags": "+faststart", "movie_timescale": str(_movie_timescale(time_base, rates))}
+            options = {"movflags": "+faststart", "movie_timescale": str(movie_timescale(time_base, rates))}
             if muxer == "matroska":
                 options = {}  # options of the MP4/MOV muxer only
             with av.open(str(temp), mode="w", format=muxer, container_options=options) as out:

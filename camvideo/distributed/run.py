@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import ModelError, OutputError
 from ..jobs import AnnotateSettings, VideoJob, default_batch_size
+from ..options import ModelOptions, OverlayOptions
 from .segments import WARMUP_TAUS
 from .worker import (
     AnnotateWorker,
-    ModelSpec,
-    OverlaySpec,
     ProgressBoard,
     WorkDone,
     leftovers,
@@ -94,8 +93,8 @@ def annotate_on_ray(
     videos: Sequence[VideoJob],
     settings: AnnotateSettings,
     *,
-    model: ModelSpec | None = None,
-    overlay: OverlaySpec | None = None,
+    model: ModelOptions | None = None,
+    overlay: OverlayOptions | None = None,
     workers: int | None = None,
     segment_seconds: float = 120.0,
     retries: int = 2,
@@ -111,18 +110,42 @@ def annotate_on_ray(
     ``workers``: actors to start (default: one per GPU, else one per ``cpus_per_worker``
     CPUs). ``retries``: how often Ray re-runs a call whose worker died.
     ``manifest``: a JSONL file that gets each outcome's :meth:`~VideoOutcome.record`.
-    ``on_event(kind, video, value)``: progress for a display: ``("planned", video,
-    frames)``, ``("started", video, {node, pid, attempt, call})`` (a call began on a
-    worker), ``("frames", video, n)`` (n more frames done), ``("done", video, outcome)``.
+    ``model`` and ``overlay``: how every worker builds its Explainer and Renderer (the
+    command line's defaults when None). ``on_event(kind, video, value)``: progress for a
+    display: ``("loading", None, workers)`` and ``("loaded", None, {workers, seconds,
+    devices})`` around the workers' model load, ``("planned", video, frames)``,
+    ``("started", video, {node, pid, attempt, call})`` (a call began on a worker),
+    ``("frames", video, n)`` (n more frames done), ``("done", video, outcome)``.
 
-    Raises :class:`~camvideo.errors.ModelError` when the workers cannot load the model
-    (once, before any video starts), and KeyboardInterrupt after cleaning up on Ctrl-C.
+    Raises :class:`~camvideo.errors.OutputError` at once, before anything runs, for a video
+    without an annotated video output (``output=None``: records only, which runs locally
+    only); :class:`~camvideo.errors.ModelError` when the workers cannot load the model
+    (once, before any video starts); and KeyboardInterrupt after cleaning up on Ctrl-C.
     """
+    for video in videos:
+        if video.output is None:
+            raise OutputError(f"{video.input}: output=None (records only) does not run on Ray; give the video an "
+                              "output, or annotate it locally (camvideo.jobs.annotate_many)")  # fmt: skip
+    return _run(list(videos), settings, model or ModelOptions(), overlay or OverlayOptions(), workers,
+                segment_seconds, retries, cpus_per_worker, manifest, on_event)  # fmt: skip
+
+
+def _run(
+    videos: list[VideoJob],
+    settings: AnnotateSettings,
+    model: ModelOptions,
+    overlay: OverlayOptions,
+    workers: int | None,
+    segment_seconds: float,
+    retries: int,
+    cpus_per_worker: int,
+    manifest: Path | None,
+    on_event: Callable[[str, VideoJob | None, Any], None] | None,
+) -> Iterator[VideoOutcome]:
+    """:func:`annotate_on_ray`'s generator, once its arguments are checked."""
     from .cluster import import_ray
 
     ray = import_ray()
-    model = model or ModelSpec()
-    overlay = overlay or OverlaySpec()
     notify = on_event or (lambda kind, video, value: None)
     resources = ray.cluster_resources()
     use_gpus = resources.get("GPU", 0) > 0 and model.device != "cpu"
@@ -184,6 +207,8 @@ def annotate_on_ray(
         options = {"num_gpus": 1} if use_gpus else {"num_cpus": cpus_per_worker}
         restarts = retries * (len(videos) + 1)
         actor_class = ray.remote(max_restarts=restarts, max_task_retries=retries, **options)(AnnotateWorker)
+        notify("loading", None, count)
+        loading = time.monotonic()
         actors = [
             actor_class.remote(model, overlay, settings, None if use_gpus else cpus_per_worker) for _ in range(count)
         ]
@@ -191,6 +216,8 @@ def annotate_on_ray(
         errors = sorted({r["error"] for r in loaded if r["error"]})
         if errors:
             raise ModelError(f"the workers cannot load the model: {errors[0]}")
+        seconds = time.monotonic() - loading
+        notify("loaded", None, {"workers": count, "seconds": seconds, "devices": [r["device"] for r in loaded]})
         # 2. Each free actor takes the next item: plan a video (bad inputs end there), then
         # annotate it whole or its segments, then join them. Ray retries what a dead one had.
         work: collections.deque = collections.deque(("plan", key, None) for key in states)

@@ -1,8 +1,10 @@
 """One long video as segments: cut at keyframes, annotated apart, warmed up on what precedes.
 
 A segment is a run of frames ``[start, end)`` (indices in presentation order) that
-begins at a keyframe, so it can be decoded on its own. Its worker decodes a little more
-than the segment:
+begins at a keyframe, so it can be decoded on its own. Its worker runs it through the
+same job as a whole video (:func:`~camvideo.jobs.annotate_video` with a
+:class:`~camvideo.jobs.VideoPart`: a :class:`~camvideo.sources.FileSource` range), and
+decodes a little more than the segment:
 
 * a **warm-up** before ``start``, so that the temporal smoother enters the segment in
   the state a one-worker run would have. The smoother forgets its past as
@@ -27,21 +29,15 @@ and the video fails (annotate it with segments off).
 from __future__ import annotations
 
 import bisect
-import logging
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
-from av.video.reformatter import Colorspace  # noqa: F401  (the type yuv_matrix returns)
 
 from ..errors import InputError
-from ..sources.upright import orientation, turn_upright, yuv_matrix
-from ..types import Frame
-
-log = logging.getLogger(__name__)
+from ..jobs import VideoPart
+from ..sources.streams import video_stream
 
 #: Warm-up length in smoothing time constants: exp(-16) ≈ 1.1e-7 < float32 epsilon.
 WARMUP_TAUS = 16.0
@@ -56,7 +52,7 @@ class Segment:
     end: int  # one past the last frame written
     feed_from: int  # first frame given to the model (warm-up; a multiple of the batch size)
     pts: tuple[int, ...]  # pts of frames feed_from, feed_from + 1, ... (up to the batch end)
-    seek_pts: int  # the keyframe at or before frame ``feed_from``, decoding starts there
+    time_base: Fraction  # the pts' unit
 
     @property
     def feed_to(self) -> int:
@@ -66,6 +62,12 @@ class Segment:
     def frames(self) -> int:
         return self.end - self.start
 
+    def part(self) -> VideoPart:
+        """The stretch of the video its worker annotates: frames ``feed_from`` to ``feed_to - 1``
+        (the end is one tick after the last one's pts: exclusive, exact), ``[start, end)`` written."""
+        first, last = Fraction(self.pts[0]), Fraction(self.pts[-1] + 1)
+        return VideoPart(first * self.time_base, last * self.time_base, self.feed_from, self.start, self.end)
+
 
 @dataclass(frozen=True)
 class VideoScan:
@@ -74,28 +76,6 @@ class VideoScan:
     pts: list[int]  # sorted
     keyframes: list[int]  # sorted pts of keyframe packets
     time_base: Fraction
-
-
-def _video_stream(container: av.container.InputContainer) -> av.VideoStream:
-    """The stream FileSource decodes: the first video stream that is not cover art."""
-    streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-    if not streams:
-        raise InputError(f"{container.name}: has no video stream")
-    return streams[0]
-
-
-def video_duration(path: Path) -> float | None:
-    """The video's duration in seconds from the container's header (no demuxing), or None."""
-    try:
-        with av.open(str(Path(path).absolute()), metadata_errors="replace") as container:
-            stream = _video_stream(container)
-            if stream.duration and stream.time_base:
-                return float(stream.duration * stream.time_base)
-            if container.duration:
-                return container.duration / av.time_base
-    except (av.FFmpegError, OSError) as err:
-        raise InputError(f"{path}: not a video file that can be read ({err})") from err
-    return None
 
 
 def scan_video(path: Path) -> VideoScan:
@@ -108,7 +88,7 @@ def scan_video(path: Path) -> VideoScan:
     keyframes: list[int] = []
     try:
         with av.open(str(Path(path).absolute()), metadata_errors="replace") as container:
-            stream = _video_stream(container)
+            stream = video_stream(container, path)
             for packet in container.demux(stream):
                 if packet.size == 0 or packet.pts is None:
                     continue
@@ -153,89 +133,5 @@ def plan_segments(scan: VideoScan, seconds: float, warmup: float, batch: int) ->
         warm = bisect.bisect_left(pts, warm_pts)
         feed_from = (min(warm, start) // batch) * batch
         feed_to = min(-(-end // batch) * batch, len(pts))
-        seek = [p for p in scan.keyframes if p <= pts[feed_from]]
-        seek_pts = seek[-1] if seek else scan.keyframes[0] if scan.keyframes else pts[0]
-        segments.append(Segment(n, start, end, feed_from, tuple(pts[feed_from:feed_to]), seek_pts))
+        segments.append(Segment(n, start, end, feed_from, tuple(pts[feed_from:feed_to]), tb))
     return segments
-
-
-class SegmentSource:
-    """Decode frames ``segment.feed_from`` .. ``segment.feed_to - 1`` of a video.
-
-    Seeks to the segment's keyframe and decodes from there; frames before
-    ``feed_from`` are dropped unconverted. Each :class:`~camvideo.types.Frame` carries
-    its index in the whole video and ``extra["write"]`` (whether it is inside
-    ``[start, end)``). Pixels and timestamps are those :class:`~camvideo.sources.FileSource`
-    gives for the same frames: the same colour matrix and range, the same upright turn
-    (``tests/test_ray.py`` compares them).
-    """
-
-    def __init__(self, path: str | Path, segment: Segment) -> None:
-        self.path = Path(path)
-        self.segment = segment
-        self.frames_decoded = 0
-        self._closed = False
-        try:
-            self._container = av.open(str(self.path.absolute()), mode="r", metadata_errors="replace")
-        except (av.FFmpegError, OSError) as err:
-            raise InputError(f"{self.path}: not a video file that can be read ({err})") from err
-        self._stream = _video_stream(self._container)
-        self._stream.codec_context.thread_type = "AUTO"
-        self._stream.codec_context.thread_count = 0
-
-    def __iter__(self) -> Iterator[Frame]:
-        seg = self.segment
-        index_of = {p: seg.feed_from + i for i, p in enumerate(seg.pts)}
-        first_pts = seg.pts[0]
-        steps = None
-        stored = None
-        try:
-            self._container.seek(seg.seek_pts, backward=True, any_frame=False, stream=self._stream)
-            for packet in self._container.demux(self._stream):
-                if self._closed:
-                    return
-                for av_frame in packet.decode():
-                    if av_frame.pts is None or av_frame.pts < first_pts:
-                        continue
-                    index = index_of.get(int(av_frame.pts))
-                    if index is None:
-                        log.debug("%s: frame at pts %s is not in the plan, skipped", self.path, av_frame.pts)
-                        continue
-                    if steps is None:
-                        steps, _ = orientation(av_frame)
-                        stored = (av_frame.width, av_frame.height)
-                    yield self._to_frame(av_frame, index, steps, stored)
-                    self.frames_decoded += 1
-                    if index + 1 >= seg.feed_to:
-                        return
-        except av.FFmpegError as err:
-            raise InputError(f"{self.path}: segment {seg.index} cannot be decoded ({err})") from err
-
-    def _to_frame(self, frame: av.VideoFrame, index: int, steps, stored) -> Frame:
-        captured = time.monotonic()
-        kwargs = {"src_colorspace": yuv_matrix(frame)}
-        if frame.color_range:  # full-range YUV must not be stretched again
-            kwargs["src_color_range"] = frame.color_range
-        if (frame.width, frame.height) != stored:
-            kwargs["width"], kwargs["height"] = stored
-        image = turn_upright(frame.to_ndarray(format="rgb24", **kwargs), steps)
-        seg = self.segment
-        return Frame(index=index, image=image, pts=int(frame.pts), time=float(frame.time), captured=captured,
-                     extra={"write": seg.start <= index < seg.end})  # fmt: skip
-
-    def close(self) -> None:
-        self._closed = True
-
-    def release(self) -> None:
-        """Close the file (after the pipeline has stopped reading)."""
-        self._closed = True
-        try:
-            self._container.close()
-        except (av.FFmpegError, OSError):
-            pass
-
-    def __enter__(self) -> SegmentSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

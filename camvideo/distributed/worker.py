@@ -19,63 +19,23 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from ..engine import Explainer
-from ..errors import CamvideoError, InputError, OutputError
-from ..jobs import AnnotateSettings, FrameAnnotator, VideoJob, annotate_video, check_output
-from ..options import AUTO_METHOD, ModelOptions
-from ..pipeline import Pipeline
-from ..render import Renderer, TemporalSmoother
-from ..sinks import JsonlWriter, MapsWriter, Mp4Sink, close_together
+from ..errors import CamvideoError, OutputError
+from ..jobs import AnnotateSettings, VideoJob, annotate_video, check_output
+from ..options import ModelOptions, OverlayOptions
+from ..render import Renderer
 from ..sources import FileSource
-from ..types import FrameResult
 from .fetch import fetch, is_url, url_name
 from .join import join_jsonl, join_maps, join_video, move_into_place
-from .segments import Segment, SegmentSource, plan_segments, scan_video, video_duration
+from .segments import Segment, plan_segments, scan_video
 
 #: Seconds between a worker's progress posts (frames done since the last one).
 PROGRESS_EVERY = 0.5
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How each worker builds its :class:`~camvideo.engine.Explainer` (as ``camvideo annotate``)."""
-
-    model: Any = "efficientnet_lite0"  # a registry name, or an nn.Module (pickled to the workers)
-    method: str = AUTO_METHOD  # cam where it is exact, else gradcam (as ``camvideo annotate``)
-    layer: str | None = None
-    device: str = "auto"
-    weights: str | None = None  # a path every worker can read
-    precision: str = "fp32"
-    compile: bool = False
-
-    def build(self) -> Explainer:
-        return Explainer.from_options(ModelOptions(self.model, self.method, self.layer, self.device, self.weights,
-                                                   self.precision, compile=self.compile))  # fmt: skip
-
-
-@dataclass(frozen=True)
-class OverlaySpec:
-    """How each worker builds its :class:`~camvideo.render.Renderer`."""
-
-    colormap: str = "jet"
-    alpha: float = 0.5
-    boxes: bool = True
-    labels: bool = True
-    threshold: float = 0.2
-    side_by_side: bool = False
-    min_score: float = 0.0
-    options: tuple[tuple[str, Any], ...] = ()  # further Renderer keywords, as (name, value) pairs
-
-    def build(self, class_names: list[str]) -> Renderer:
-        return Renderer(self.colormap, self.alpha, boxes=self.boxes, labels=self.labels, threshold=self.threshold,
-                        side_by_side=self.side_by_side, class_names=class_names, min_score=self.min_score,
-                        **dict(self.options))  # fmt: skip
 
 
 @dataclass
@@ -183,7 +143,7 @@ class AnnotateWorker:
     call): :meth:`ready` returns the message, and the driver stops the run with it once.
     """
 
-    def __init__(self, model: ModelSpec, overlay: OverlaySpec, settings: AnnotateSettings,
+    def __init__(self, model: ModelOptions, overlay: OverlayOptions, settings: AnnotateSettings,
                  threads: int | None = None) -> None:  # fmt: skip
         import torch
 
@@ -193,9 +153,9 @@ class AnnotateWorker:
         self.node = node_name()
         self.error: str | None = None
         try:
-            self.explainer = model.build()
+            self.explainer = Explainer.from_options(model)
             self.explainer.selector(settings.target)  # a wrong class name fails here, once
-            self.renderer = overlay.build(self.explainer.class_names)
+            self.renderer = Renderer(**overlay.keywords(), class_names=self.explainer.class_names)
         except CamvideoError as err:
             self.error = str(err)
         except Exception as err:  # noqa: BLE001 - reported to the driver as one line
@@ -238,15 +198,21 @@ class AnnotateWorker:
         reporter.post("start", self.node, os.getpid())
         paths = segment_paths(video, segment.index)
         remove_leftovers([p for p in paths.values() if p is not None])
+        for path in paths.values():
+            if path is not None:
+                path.unlink(missing_ok=True)  # a finished part of an attempt whose join never came
         started = time.monotonic()
         try:
-            frames, decoder, encoder = run_segment(self.explainer, self.renderer, self.settings, video.input, segment,
-                                                   paths, on_frame=reporter.frame)  # fmt: skip
+            # The same job as a whole video's, on the segment's stretch (it fails unless
+            # every frame of the segment is written).
+            report = annotate_video(video.input, paths["mp4"], self.explainer, self.renderer, self.settings,
+                                    jsonl=paths["jsonl"], maps=paths["maps"], on_frame=reporter.frame,
+                                    part=segment.part())  # fmt: skip
         except CamvideoError as err:
             return WorkDone(node=self.node, error=str(err))
         finally:
             reporter.flush()
-        return WorkDone(frames, time.monotonic() - started, self.node, decoder, encoder)
+        return WorkDone(segment.frames, time.monotonic() - started, self.node, report.decoder, report.encoder)
 
     def plan(self, video: VideoJob, overwrite: bool, segment_seconds: float, warmup: float, batch: int) -> WorkDone:
         """:func:`plan_video` on this worker (its file system, its codecs)."""
@@ -257,61 +223,6 @@ class AnnotateWorker:
         """:func:`join_segments` on this worker."""
         result = join_segments(video, count, time_base, has_audio)
         return WorkDone(result.get("frames", 0), node=result["node"], error=result["error"])
-
-
-def run_segment(
-    explainer: Explainer,
-    renderer: Renderer,
-    settings: AnnotateSettings,
-    input_path: Path,
-    segment: Segment,
-    paths: dict[str, Path | None],
-    on_frame: Callable[[FrameResult], None] | None = None,
-) -> tuple[int, str, str]:
-    """Annotate ``segment``: warm-up frames through the model, its own frames written.
-
-    Returns (frames written, decoder, encoder). The parts are renamed into place only
-    when complete, like any output.
-    """
-    from ..jobs import default_batch_size
-
-    batch = settings.batch_size or default_batch_size(explainer.device.type)
-    with FileSource(input_path) as probe:
-        info = probe.info
-    annotator = FrameAnnotator(explainer, renderer, TemporalSmoother(settings.smooth), settings.target,
-                               keep_maps=paths["maps"] is not None, static_batch=batch if settings.static_batch else None)  # fmt: skip
-    with SegmentSource(input_path, segment) as source, contextlib.ExitStack() as outputs:
-        for path in paths.values():
-            if path is not None and path.exists():
-                path.unlink()  # a finished part of an attempt whose join never came
-        sink = outputs.enter_context(Mp4Sink(paths["mp4"], info, audio=None, crf=settings.crf,
-                                             preset=settings.preset, encoder=settings.encoder))  # fmt: skip
-        writers = [sink]
-        if paths["jsonl"] is not None:
-            writers.append(outputs.enter_context(JsonlWriter(paths["jsonl"], explainer.class_names)))
-        if paths["maps"] is not None:
-            writers.append(outputs.enter_context(MapsWriter(paths["maps"])))
-
-        def consume(result: FrameResult) -> None:
-            if result.frame.extra.get("write"):
-                for writer in writers:
-                    writer.write(result)
-                if on_frame is not None:
-                    on_frame(result)
-
-        pipeline = Pipeline(source, annotator, consume, batch_size=batch, close_source=source.close,
-                            stall_timeout=settings.stall_timeout)  # fmt: skip
-        try:
-            stats = pipeline.run()
-        finally:
-            pipeline.wait_stage("sink", 10.0)
-        if stats.interrupted:
-            raise KeyboardInterrupt
-        if sink.frames_written != segment.frames:
-            raise InputError(f"{input_path}: segment {segment.index} gave {sink.frames_written} of its "
-                             f"{segment.frames} frames (damaged?); annotate it with --segment-seconds 0")  # fmt: skip
-        close_together(writers)
-    return sink.frames_written, info.codec, sink.encoder or ""
 
 
 # -- tasks (no CPU of their own: they only read headers and copy packets) ----------------
@@ -334,7 +245,7 @@ def plan_video(video: VideoJob, overwrite: bool, segment_seconds: float, warmup:
                 check_output(video.input, path, overwrite)
         with FileSource(video.input) as source:  # opens and decodes the first frame: a real check
             info = source.info
-        duration = video_duration(video.input)
+        duration = info.duration
         frames = info.frame_count
         segments: list[Segment] = []
         # A --report picture needs the whole video in one place: such a video is not cut.

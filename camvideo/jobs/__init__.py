@@ -12,6 +12,7 @@ from .annotate import (
     AnnotateReport,
     AnnotateSettings,
     VideoJob,
+    VideoPart,
     annotate_many,
     annotate_video,
     check_output,
@@ -28,6 +29,6 @@ from .stage import FrameAnnotator, ModelOutput, warm_up
 
 __all__ = [
     "SINK_WAIT", "AnnotateReport", "AnnotateSettings", "FrameAnnotator", "LatencyMeter", "LiveAnnotator", "LiveOptions",
-    "LiveSession", "LiveStats", "ModelOutput", "VideoJob", "annotate_many", "annotate_video", "check_output",
+    "LiveSession", "LiveStats", "ModelOutput", "VideoJob", "VideoPart", "annotate_many", "annotate_video", "check_output",
     "default_batch_size", "describe", "percentile", "progress_bar", "resolve_hwaccel", "target_of", "warm_up",
 ]  # fmt: skip

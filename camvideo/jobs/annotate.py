@@ -12,13 +12,14 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 from av.codec.hwaccel import hwdevices_available
 
 from ..engine import Explainer, Target
-from ..errors import OutputError
+from ..errors import InputError, OutputError
 from ..options import DEFAULT_PRESET
 from ..pipeline import JobContext, Pipeline, PipelineStats, run_jobs
 from ..render import Renderer, TemporalSmoother
@@ -26,6 +27,7 @@ from ..sinks import JsonlWriter, MapsWriter, Mp4Sink, ReportWriter, Writer, clos
 from ..sources import FileSource
 from ..types import FrameResult
 from .stage import FrameAnnotator
+from .threads import ThreadPlan, plan_threads, use_threads
 
 log = logging.getLogger("camvideo")
 
@@ -44,6 +46,16 @@ class AnnotateSettings:
     hwaccel: str | None = None  # hardware decoder device type ("cuda"), None for software
     encoder: str = "libx264"  # "libx264", "h264_nvenc" or "auto" (NVENC where it works)
     static_batch: bool = False  # pad the last batch to batch_size (torch.compile: one shape)
+    threads: ThreadPlan | None = None  # each thread pool's share; None: plan_threads() for the device
+
+    @classmethod
+    def from_args(cls, args: object, *, cuda: bool) -> AnnotateSettings:
+        """``camvideo annotate``'s settings from its argparse namespace (local and ``--ray`` alike);
+        ``cuda``: whether the model runs on CUDA (``--hwaccel``/``--encoder auto`` follow it)."""
+        encoder = args.encoder if args.encoder != "auto" or cuda else "libx264"
+        return cls(target=args.target, smooth=args.smooth, batch_size=args.batch_size, crf=args.crf,
+                   preset=args.preset, overwrite=args.overwrite, hwaccel=resolve_hwaccel(args.hwaccel, cuda),
+                   encoder=encoder, static_batch=args.compile)  # fmt: skip
 
 
 def default_batch_size(device_type: str) -> int:
@@ -83,6 +95,29 @@ class VideoJob:
     report: Path | None = None  # the PNG picture of the whole video (ReportWriter)
 
 
+@dataclass(frozen=True)
+class VideoPart:
+    """A stretch of a video annotated on its own: a segment of a long video on Ray.
+
+    The frames from ``start`` to ``end`` (seconds, :class:`~camvideo.sources.FileSource`'s
+    range: ``start <= time < end``, exact as Fractions) go through the model and the
+    smoother; only the frames with index in ``[write_start, write_end)`` are written. Those
+    before warm the smoother up, those after fill the last model batch, as in the whole
+    video's run. ``first_index``: the index of the frame at ``start``. A part has no audio
+    (the join copies the source's once) and fails unless it writes every one of its frames.
+    """
+
+    start: Fraction
+    end: Fraction | None
+    first_index: int
+    write_start: int
+    write_end: int
+
+    @property
+    def frames(self) -> int:
+        return self.write_end - self.write_start
+
+
 @dataclass
 class AnnotateReport:
     input: Path
@@ -120,20 +155,30 @@ def annotate_video(
     on_frame: Callable[[FrameResult], None] | None = None,
     on_start: Callable[[FileSource], None] | None = None,
     context: JobContext | None = None,
+    part: VideoPart | None = None,
 ) -> AnnotateReport:
     """Annotate one video. Raises CamvideoError for bad input/output; on failure no output
     file is left behind; on Ctrl-C the outputs keep the frames done so far.
 
     ``context`` comes from :func:`~camvideo.pipeline.run_jobs` when several videos share
     the explainer (see :func:`annotate_many`). ``output`` None writes no video (``--no-video``):
-    the records only, and no overlay is drawn unless a ``report`` wants its pictures."""
+    the records only, and no overlay is drawn unless a ``report`` wants its pictures.
+    ``part``: annotate that stretch of the video only (a Ray segment, see :class:`VideoPart`);
+    ``on_frame`` is called for the frames written."""
     outputs = [path for path in (output, jsonl, maps, report) if path is not None]
     for path in outputs:
         check_output(input_path, path, settings.overwrite)
     if len({path.resolve() for path in outputs}) < len(outputs):
         raise OutputError(f"{output}: the video, --jsonl, --maps and --report outputs must be different files")
     batch_size = settings.batch_size or default_batch_size(explainer.device.type)
-    with FileSource(input_path, hwaccel=settings.hwaccel) as source, contextlib.ExitStack() as stack:
+    stretch = {} if part is None else {"start": part.start, "end": part.end, "first_index": part.first_index}
+    written = 0
+    plan = settings.threads or plan_threads(device=explainer.device.type)
+    with (
+        FileSource(input_path, hwaccel=settings.hwaccel, decoder_threads=plan.decoder, **stretch) as source,
+        contextlib.ExitStack() as stack,
+    ):
+        stack.enter_context(use_threads(plan))  # torch's and OpenCV's counts, restored at the end
         if on_start is not None:
             on_start(source)
         annotator = FrameAnnotator(
@@ -153,10 +198,11 @@ def annotate_video(
                 Mp4Sink(
                     output,
                     source.info,
-                    audio=input_path if source.info.has_audio else None,
+                    audio=input_path if source.info.has_audio and part is None else None,
                     crf=settings.crf,
                     preset=settings.preset,
                     encoder=settings.encoder,
+                    threads=plan.encoder,
                 )  # fmt: skip
             )
             writers.append(sink)
@@ -168,8 +214,12 @@ def annotate_video(
             writers.append(stack.enter_context(ReportWriter(report, explainer.class_names, title=input_path.name)))
 
         def consume(result: FrameResult) -> None:
+            nonlocal written
+            if part is not None and not part.write_start <= result.frame.index < part.write_end:
+                return  # warm-up, or the rest of the last model batch
             for writer in writers:
                 writer.write(result)
+            written += 1
             if on_frame is not None:
                 on_frame(result)
 
@@ -183,10 +233,13 @@ def annotate_video(
             # still be inside a write. Let it finish before the writers are closed or
             # aborted (an abort that still lands mid-write is finished by that write).
             pipeline.wait_stage("sink", SINK_WAIT)
-        if stats.frames_written == 0:
+        if written == 0 or (part is not None and stats.interrupted):
             if stats.interrupted:
                 raise KeyboardInterrupt
             raise OutputError(f"{input_path}: no frame could be annotated; nothing written")
+        if part is not None and written != part.frames:
+            raise InputError(f"{input_path}: frames {part.write_start}..{part.write_end - 1} gave {written} of "
+                             f"{part.frames} (damaged there?); annotate the video whole (--segment-seconds 0)")  # fmt: skip
         close_together(writers)  # all or nothing: a video whose records fail is removed too
         return AnnotateReport(input_path, output, stats, source.frames_lost, stats.interrupted,
                               decoder=source.decoder, encoder=(sink.encoder or "") if sink is not None else "",
@@ -215,6 +268,9 @@ def annotate_many(
     reports say ``interrupted``) and no new video starts. The videos share ``explainer``
     (its calls take turns); each renders with its own copy of ``renderer``.
     """
+
+    # One plan for the run: the videos share the model's threads, each has its own codecs.
+    settings = replace(settings, threads=settings.threads or plan_threads(device=explainer.device.type, jobs=jobs))
 
     def work(video: VideoJob, context: JobContext) -> AnnotateReport:
         on_frame: Callable[[FrameResult], None] | None = None

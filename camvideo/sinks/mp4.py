@@ -42,7 +42,7 @@ from .audio import AudioCopier, AudioFeed, FileAudio
 from .base import Writer, check_output_folder, describe_os_error
 from .encoders import ENCODERS, choose_encoder, configure
 
-__all__ = ["CONTAINERS", "Mp4Sink", "container_format"]
+__all__ = ["CONTAINERS", "Mp4Sink", "container_format", "movie_timescale"]
 
 #: Output extension -> FFmpeg muxer. Each holds H.264 and the audio codecs copied from
 #: the sources that the container can hold (checked per stream by fits_container: MOV
@@ -65,6 +65,25 @@ log = logging.getLogger(__name__)
 # Output is tagged BT.709, limited range, and converted with that matrix, so players
 # and camvideo's own FileSource read the colours back as they were written.
 _BT709 = 1  # AVCOL_SPC_BT709 == AVCOL_PRI_BT709 == AVCOL_TRC_BT709
+
+
+def movie_timescale(video_time_base: Fraction, audio_rates: list[int]) -> int:
+    """A movie clock every track's start offset is a whole number of ticks of.
+
+    A stream that does not start at 0 (MPEG-TS sources start anywhere) gets an
+    MP4 "empty edit" measured in the movie timescale, by default 1/1000 s, which
+    would round the first (and so every) timestamp to the millisecond. Using a
+    multiple of each track's own timescale (the muxer's: the video time base
+    doubled up to >= 10000, the audio sample rate) keeps them exact. Mp4Sink and the
+    Ray join (which remuxes segments) both set it.
+    """
+    video = video_time_base.denominator or 1
+    while video < 10000:
+        video *= 2
+    scale = video
+    for rate in audio_rates:
+        scale = math.lcm(scale, rate or 1)
+    return scale if scale < 2**31 else video
 
 
 class Mp4Sink(Writer):
@@ -176,21 +195,8 @@ class Mp4Sink(Writer):
         self._out = av.open(str(self._temp), mode="w", format=self.format, container_options=options)
 
     def _movie_timescale(self) -> int:
-        """A movie clock every track's start offset is a whole number of ticks of.
-
-        A stream that does not start at 0 (MPEG-TS sources start anywhere) gets an
-        MP4 "empty edit" measured in the movie timescale, by default 1/1000 s, which
-        would round the first (and so every) timestamp to the millisecond. Using a
-        multiple of each track's own timescale (the muxer's: the video time base
-        doubled up to >= 10000, the audio sample rate) keeps them exact.
-        """
-        video = self.info.time_base.denominator or 1
-        while video < 10000:
-            video *= 2
-        scale = video
-        for stream in self._audio.streams if self._audio is not None else []:
-            scale = math.lcm(scale, stream.codec_context.sample_rate or 1)
-        return scale if scale < 2**31 else video
+        rates = [s.codec_context.sample_rate for s in self._audio.streams] if self._audio is not None else []
+        return movie_timescale(self.info.time_base, rates)
 
     # -- video ----------------------------------------------------------------------
 

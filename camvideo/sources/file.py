@@ -20,7 +20,7 @@ decoder (colour matrix, rotation, timestamps) is the same code path.
 from __future__ import annotations
 
 import logging
-import stat
+import math
 import threading
 import time
 from collections import deque
@@ -35,16 +35,12 @@ from av.codec.hwaccel import HWAccel, hwdevices_available
 from ..errors import InputError
 from ..types import Frame, VideoInfo
 from .hwdecode import hardware_failure, hardware_unused, one_line
+from .streams import check_video_file, index_past_end, video_stream
 from .upright import orientation, turn_upright, yuv_matrix
 
 __all__ = ["FileSource"]
 
 log = logging.getLogger(__name__)
-
-# Demuxers/decoders that happily "decode" plain text as ANSI art: a .txt or .nfo file
-# would otherwise open as a 640x400 video. Nobody means to explain those.
-_TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
-_TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 
 _MAX_LEADING_ERRORS = 250  # undecodable packets before the first frame before we give up
 
@@ -86,6 +82,13 @@ class FileSource:
         hwaccel: hardware device type to decode on (one of
             :func:`av.codec.hwaccel.hwdevices_available`, e.g. ``"cuda"``), or None
             for software decoding.
+        start, end: a range (a Ray segment), in seconds on the stream's clock (``Frame.time``,
+            pts x time base, compared exactly: give a Fraction for an exact frame). Yields the
+            frames with ``start <= time < end``: the first at or after ``start``, every one
+            before ``end``; None: no bound. Decoding starts at the keyframe at or before
+            ``start``; frame for frame, a range gives what the whole file gives (``info``
+            is the whole file's, whose first frame sets every frame's size).
+        first_index: ``Frame.index`` of the first frame yielded (its place in the whole video).
 
     Attributes:
         hwaccel: the device type actually decoding, None for software.
@@ -99,7 +102,9 @@ class FileSource:
             error: the command line only offers valid ones).
     """
 
-    def __init__(self, path: str | PathLike, *, threads: str = "AUTO", hwaccel: str | None = None) -> None:
+    def __init__(self, path: str | PathLike, *, threads: str = "AUTO", hwaccel: str | None = None,
+                 start: float | Fraction | None = None, end: float | Fraction | None = None,
+                 first_index: int = 0) -> None:  # fmt: skip
         if not isinstance(threads, str) or threads.upper() not in _THREAD_TYPES:
             raise ValueError(f"threads must be AUTO, FRAME, SLICE or NONE, not {threads!r}")
         # HWAccel() itself accepts any string (an unknown one silently means "any
@@ -120,16 +125,21 @@ class FileSource:
         self._started = False  # whether the pending first frames have been handed out
         self._truncated = False
         self._pending: deque[av.VideoFrame] = deque()
-        self._check_file()
+        self._start = None if start is None else Fraction(start)
+        self._end = None if end is None else Fraction(end)
+        self._first_index = first_index
+        check_video_file(self.path)
         if hwaccel is not None:
             self._open_hw(threads, hwaccel)
-        if self._container is None:  # software, asked for or as the fallback
-            try:
+        try:
+            if self._container is None:  # software, asked for or as the fallback
                 self._open(threads, None)
-            except BaseException:
-                self.close()
-                raise
-            self.decoder = self.info.codec
+                self.decoder = self.info.codec
+            if self._start is not None:
+                self._seek_to_start()
+        except BaseException:
+            self.close()  # the container too: a failed open leaves nothing open
+            raise
 
     # -- opening --------------------------------------------------------------------
 
@@ -181,40 +191,11 @@ class FileSource:
         """None when the first frame came from ``hwaccel``'s device, else why not."""
         return hardware_unused(self._stream.codec_context, hwaccel, self.info.codec)
 
-    def _check_file(self) -> None:
-        """Give the common mistakes a clearer message than FFmpeg's."""
-        if not self.path.exists():
-            raise InputError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise InputError(f"{self.path}: is a folder, not a video file")
-        try:
-            info = self.path.stat()
-        except OSError as err:
-            raise InputError(f"{self.path}: cannot be read ({one_line(err)})") from err
-        if not stat.S_ISREG(info.st_mode):
-            # A pipe or a device: FFmpeg would wait on it forever (a FIFO with no writer)
-            # or read it endlessly (/dev/zero), and the audio could not be read twice.
-            raise InputError(f"{self.path}: not a regular file (a pipe, socket or device); give a video file")
-        size = info.st_size
-        if size == 0:
-            raise InputError(f"{self.path}: file is empty (0 bytes)")
-
     def _open_stream(self, threads: str) -> None:
         container = self._container
         assert container is not None
-        if container.format.name in _TEXT_FORMATS:
-            raise InputError(f"{self.path}: is a text file, not a video")
-        # Cover art in music files is a one-frame "video" stream: not a video.
-        streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-        if not streams:
-            kind = "audio only" if container.streams.audio else "no streams FFmpeg can use"
-            raise InputError(f"{self.path}: has no video stream ({kind})")
-        stream = streams[0]
-        if stream.codec_context is None:
-            raise InputError(f"{self.path}: no decoder for its video codec in this FFmpeg build")
+        stream = video_stream(container, self.path)  # checked: a video stream with a decoder
         codec_name = stream.codec_context.name
-        if codec_name in _TEXT_CODECS:
-            raise InputError(f"{self.path}: is a text file, not a video")
         stream.codec_context.thread_type = threads.upper()  # checked in __init__
         stream.codec_context.thread_count = 0  # let FFmpeg pick from the CPU count
         self._stream = stream
@@ -227,7 +208,7 @@ class FileSource:
             # broken file before saying so.
             if not self._decode_next() or self.frames_lost > _MAX_LEADING_ERRORS:
                 raise InputError(f"{self.path}: no video frame could be decoded ({codec_name} codec)")
-        self._cut_short = self._index_past_end()
+        self._cut_short = index_past_end(stream, self.path)
         first = self._pending[0]
         self._orientation, rotation = orientation(first)
 
@@ -284,19 +265,6 @@ class FileSource:
             log.debug("%s: packet at pts %s failed to decode (%s)", self.path, packet.pts, one_line(err))
         return True
 
-    def _index_past_end(self) -> bool:
-        """Whether the container's index points past the end of the file (truncated).
-
-        A cut-off MP4 with its index first ends quietly at EOF, with no error to notice;
-        this is how we know the missing frames are lost rather than never there.
-        """
-        try:
-            entries = self._stream.index_entries
-            tail = [entries[i] for i in range(max(0, len(entries) - 16), len(entries))]
-            return any(e.pos >= 0 and e.pos + e.size > self.path.stat().st_size for e in tail)
-        except (AttributeError, OSError, av.FFmpegError):
-            return False
-
     def _drain(self) -> None:
         """Flush frames still inside the decoder (frame threads, B-frame reordering)."""
         try:
@@ -305,18 +273,47 @@ class FileSource:
             pass
 
     def _rewind(self) -> None:
-        """Start demuxing from the beginning again (second and later ``__iter__``)."""
+        """Start demuxing from the beginning (of the range) again (second and later ``__iter__``)."""
+        if self._start is not None:
+            self._seek_to_start()
+        else:
+            self._seek(0)
+
+    def _seek(self, pts: int) -> None:
+        """Demux from the keyframe at or before ``pts`` (the stream's time base), the decoder emptied."""
         container = self._container
         assert container is not None
         try:
-            container.seek(0, backward=True, any_frame=False, stream=self._stream)
+            container.seek(pts, backward=True, any_frame=False, stream=self._stream)
             self._stream.codec_context.flush_buffers()
         except (av.FFmpegError, OSError) as err:
-            raise InputError(f"{self.path}: cannot go back to the start ({one_line(err)})") from err
+            raise InputError(f"{self.path}: cannot seek in the video ({one_line(err)})") from err
         self._pending.clear()
         self._packets = container.demux(self._stream)
         self.frames_lost = 0
         self._truncated = False
+
+    def _seek_to_start(self) -> None:
+        """Decode from the keyframe at or before the range's start up to its first frame (caller
+        holds ``_lock``). A seek that lands past the start (no index) starts again from 0."""
+        time_base = self.info.time_base
+        self._seek(math.floor(self._start / time_base))
+        first = True
+        while True:
+            while not self._pending:
+                if not self._decode_next():
+                    raise InputError(f"{self.path}: no frame at or after {float(self._start):.3f} s")
+            if first and self._pending[0].pts is not None and self._pending[0].pts * time_base > self._start:
+                self._seek(0)  # the keyframe found is after the start: go from the beginning
+            first = False
+            while self._pending and self._pending[0].pts is not None and self._pending[0].pts * time_base < self._start:
+                self._pending.popleft()
+            if self._pending:
+                return
+
+    def _after_end(self, frame: av.VideoFrame) -> bool:
+        """Whether ``frame`` is past the range's end (a frame without a timestamp never is)."""
+        return self._end is not None and frame.pts is not None and frame.pts * self.info.time_base >= self._end
 
     def _to_frame(self, frame: av.VideoFrame, index: int) -> Frame:
         captured = time.monotonic()
@@ -352,7 +349,7 @@ class FileSource:
         return self._frames(generation)
 
     def _frames(self, generation: int) -> Iterator[Frame]:
-        index = 0
+        index = self._first_index
         more = True
         try:
             while more:
@@ -366,7 +363,7 @@ class FileSource:
                     self._pending.clear()
                 # Converting to RGB needs only the frame, so it runs without the lock.
                 for av_frame in batch:
-                    if self._closed:
+                    if self._closed or self._after_end(av_frame):
                         return
                     yield self._to_frame(av_frame, index)
                     index += 1
@@ -376,7 +373,8 @@ class FileSource:
                 # did not wait for it: the file is released here instead.
                 with self._lock:
                     self._release()
-        if (self._truncated or self._cut_short or self.frames_lost) and self.info.frame_count:
+        whole = self._start is None and self._end is None  # the container's frame count is the whole file's
+        if (self._truncated or self._cut_short or self.frames_lost) and self.info.frame_count and whole:
             # A damaged or cut file whose container promised more frames than arrived:
             # those are lost too (frames that needed a lost keyframe decode to nothing,
             # without an error of their own).
