@@ -80,6 +80,10 @@ def _main(argv: Sequence[str] | None) -> int:
             from .live import run_live
 
             return run_live(args)
+        if args.command == "serve":
+            from .serve import run_serve
+
+            return run_serve(args)
     except CamvideoError as err:
         print(f"camvideo: error: {err}", file=sys.stderr)
         return err.exit_code

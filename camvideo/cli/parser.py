@@ -167,6 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--snapshot", metavar="PATH", help="save the last displayed frame (PNG) on exit")
     live.add_argument("--record", metavar="PATH", help="record the overlay to an MP4 from the start")
 
+    serve = commands.add_parser(
+        "serve",
+        help="live heatmaps in a web browser (for a machine without a display)",
+        description="Serve the live view as a web page: the same SOURCE as `live`, or `browser` (the viewer's own "
+        "camera). Open the printed URL; from another machine: ssh -L 8000:localhost:8000 HOST, then "
+        "http://localhost:8000/. Any --host beyond this machine needs the token printed in the URL.",
+    )
+    serve.add_argument("source", nargs="?", metavar="SOURCE",
+                       help="camera index or device, stream URL, video file, `sample` or `browser` [first camera, else the sample]")  # fmt: skip
+    _model_options(serve, batches=False)
+    _render_options(serve)
+    serve.add_argument("--every", type=_every, default=0, metavar="N|auto", help="model every Nth frame, as in `live` [auto]")  # fmt: skip
+    serve.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True, help="loop a file source [on]")
+    serve.add_argument("--port", type=int, default=8000, help="[%(default)s]")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on; beyond loopback a token is required [%(default)s]")  # fmt: skip
+    serve.add_argument("--token", help="the token every request must carry [none on 127.0.0.1; generated for any other --host]")  # fmt: skip
+    serve.add_argument("--jpeg-quality", type=int, default=80, metavar="Q", help="frames' JPEG quality, 10..100 [%(default)s]")  # fmt: skip
+    serve.add_argument("--output-folder", default=".", metavar="DIR", help="where recordings are saved (and offered for download) [.]")  # fmt: skip
+
     commands.add_parser("models", help="list the models and which are available offline",
                         description="List the models camvideo knows by name and whether each loads offline.")  # fmt: skip
     cache = commands.add_parser("cache", help="list or clear the compiled models (ONNX Runtime, OpenVINO)",
