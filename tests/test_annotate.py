@@ -69,8 +69,8 @@ def test_jsonl_and_maps_match_the_engine(bunny_run) -> None:
     npz = np.load(folder / "b.npz")
     assert len(records) == 132 and npz["maps"].shape[0] == 132
     assert [r["frame"] for r in records] == list(range(132))
-    assert [r["pts"] for r in records] == pytest.approx(video_pts(BUNNY), abs=1e-6)
-    np.testing.assert_allclose(npz["pts"], video_pts(BUNNY), atol=1e-9)
+    assert [r["time"] for r in records] == pytest.approx(video_pts(BUNNY), abs=1e-6)
+    np.testing.assert_allclose(npz["time"], video_pts(BUNNY), atol=1e-9)
     with FileSource(BUNNY) as src:
         sample = [f.image for i, f in zip(range(24), src) if i % 3 == 0]
     with Explainer() as ex:

@@ -13,6 +13,12 @@ Class hysteresis: the shown class c* changes only when another class's smoothed
 probability beats p̄[c*] by the factor ``switch_ratio``. A time that goes backwards (a
 looped file, a seek) starts afresh.
 
+A held class is let go at once when its own probability collapses: when the frame's top
+class beats it by ``release_ratio`` (20: far past the hysteresis's 1.25; a scene cut
+takes a class from 30 % to 0.03 % in one frame). That frame is a cut: every EMA (the
+probabilities, the map, its bounds) starts afresh there, so no label is left showing a
+class at 0 % while the EMA decays.
+
 One clock: :attr:`TemporalSmoother.time` is the time of the last frame either EMA has
 taken in. :meth:`~TemporalSmoother.select` and :meth:`~TemporalSmoother.smooth` each
 advance it; when both are called for the same frames (select, then smooth), the second
@@ -30,11 +36,14 @@ import torch
 class TemporalSmoother:
     """Time-based EMA smoothing for one stream of frames (one per video or live source)."""
 
-    def __init__(self, tau: float, switch_ratio: float = 1.25) -> None:
+    def __init__(self, tau: float, switch_ratio: float = 1.25, release_ratio: float = 20.0) -> None:
         if tau < 0:
             raise ValueError(f"smoothing time constant must be >= 0 seconds, not {tau}")
+        if release_ratio < switch_ratio:
+            raise ValueError(f"release_ratio ({release_ratio}) must be at least switch_ratio ({switch_ratio})")
         self.tau = float(tau)
         self.switch_ratio = float(switch_ratio)
+        self.release_ratio = float(release_ratio)
         self.reset()
 
     def reset(self) -> None:
@@ -82,6 +91,8 @@ class TemporalSmoother:
             probs = torch.softmax(logits.float(), dim=1).clone()
         chosen = []
         for i, a in enumerate(weights):
+            if a != 1.0 and self._class is not None and self._collapsed(probs[i]):
+                a = weights[i] = 1.0  # a cut: smooth() restarts the map at this frame too
             if a == 1.0 or self._probs is None or self._probs.shape != probs[i].shape:
                 self._probs = probs[i].clone()
                 self._class = int(self._probs.argmax())
@@ -92,6 +103,13 @@ class TemporalSmoother:
                     self._class = best
             chosen.append(self._class)
         return torch.tensor(chosen, device=logits.device, dtype=torch.long)
+
+    def _collapsed(self, probs: torch.Tensor) -> bool:
+        """Whether the held class's probability in this frame is far below the frame's top."""
+        if self._probs is None or self._probs.shape != probs.shape:
+            return False
+        held = float(probs[self._class])
+        return float(probs.max()) > self.release_ratio * held
 
     def smooth(self, maps: torch.Tensor, times: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Smoothed maps (N, h, w) and normalisation bounds (N, 2), or (maps, None) when off.

@@ -22,13 +22,29 @@ __all__ = ["JsonlWriter", "MapsWriter", "frame_record"]
 
 
 def frame_record(result: FrameResult, class_names: Sequence[str]) -> dict:
-    """The JSONL record of one frame: index, pts (s), class, name, score, box, top-5."""
+    """The JSONL record of one frame.
+
+    - ``frame``: the frame's index; ``time``: its presentation time in seconds (named
+      ``pts`` in files written before; camvideo reads none of these files back);
+    - ``class``, ``name``, ``score``: the class the overlay shows (its map, box and label)
+      and its probability in this frame;
+    - ``smoothed``: true when that class is the smoother's choice (``--smooth``: its
+      hysteresis holds a class until another beats it), which can differ from the model's
+      own top-1; false when it is the model's class for the target as it is;
+    - ``top1``: the model's raw top-1 for the frame (``class``, ``name``, ``score``);
+    - ``box``: [x0, y0, x1, y1] in frame pixels (x1/y1 exclusive), or null;
+    - ``top5``: the model's five most probable classes;
+    - ``targets``: with a top-k target, every class explained.
+    """
+    top1 = result.top5[0] if result.top5 else (result.class_index, result.score)
     record = {
         "frame": result.frame.index,
-        "pts": round(result.frame.time, 6),
+        "time": round(result.frame.time, 6),
         "class": result.class_index,
         "name": class_names[result.class_index],
         "score": round(result.score, 6),
+        "smoothed": result.smoothed,
+        "top1": {"class": top1[0], "name": class_names[top1[0]], "score": round(top1[1], 6)},
         "box": list(result.box) if result.box is not None else None,
         "top5": [{"class": c, "name": class_names[c], "score": round(p, 6)} for c, p in result.top5],
     }
@@ -91,7 +107,8 @@ class MapsWriter(Writer):
     """Raw maps at feature resolution (float16), their classes and frame times, as NPZ.
 
     Arrays: ``maps`` (N, h, w) or (N, k, h, w) for top-k targets, ``classes`` (N,) or
-    (N, k), ``scores``, ``frames`` (indices), ``pts`` (seconds). Maps are appended to a
+    (N, k), ``scores``, ``frames`` (indices), ``time`` (seconds; ``pts`` in files written
+    before it had that name). Maps are appended to a
     temporary file as they come and packed into the NPZ at close, so memory stays flat
     however long the video.
     """
@@ -103,7 +120,7 @@ class MapsWriter(Writer):
         self._classes: list[list[int]] = []
         self._scores: list[list[float]] = []
         self._frames: list[int] = []
-        self._pts: list[float] = []
+        self._times: list[float] = []
         self.open()
 
     def _open(self) -> None:
@@ -126,7 +143,7 @@ class MapsWriter(Writer):
         self._classes.append(result.classes)
         self._scores.append(result.scores)
         self._frames.append(result.frame.index)
-        self._pts.append(result.frame.time)
+        self._times.append(result.frame.time)
 
     def _finish(self) -> Path:
         assert self._spool is not None
@@ -146,7 +163,7 @@ class MapsWriter(Writer):
         try:
             with open(temp, "wb") as handle:  # np.savez streams the memmap in chunks
                 np.savez(handle, maps=maps, classes=classes, scores=scores,
-                         frames=np.asarray(self._frames, dtype=np.int64), pts=np.asarray(self._pts, dtype=np.float64))  # fmt: skip
+                         frames=np.asarray(self._frames, dtype=np.int64), time=np.asarray(self._times, dtype=np.float64))  # fmt: skip
             os.replace(temp, self.path)
         except OSError as err:
             _failed(self, "cannot finish", err)
