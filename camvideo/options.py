@@ -96,14 +96,11 @@ class ModelOptions:
     compile: bool = False
     backend: str = DEFAULT_BACKEND
 
-    #: Command-line spellings that differ from the field name.
-    _ARG_NAMES = {"input_policy": "input_size"}
-
     @classmethod
     def from_args(cls, args: object) -> ModelOptions:
         """From an argparse namespace (or any object with the same attribute names); every
-        field must be there (``--input-size`` is the namespace's ``input_size``)."""
-        return cls(**_fields_from(cls, args, cls._ARG_NAMES))
+        field must be there (``--input-size`` stores to the namespace's ``input_policy``)."""
+        return cls(**_fields_from(cls, args, {}))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def _model_options(parser: argparse.ArgumentParser, batches: bool = True) -> Non
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N [%(default)s]")
     group.add_argument("--precision", default="fp32", choices=PRECISIONS, help="model precision [%(default)s]")
     group.add_argument("--input-size", default=defaults.DEFAULT_INPUT_POLICY, choices=defaults.INPUT_POLICIES,
-                       help="model input: short (short side 224, aspect kept: 224x398 for 720p), budget (224x224's "
+                       dest="input_policy", help="model input: short (short side 224, aspect kept: 224x398 for 720p), budget (224x224's "
                        "pixel count, aspect kept: 168x299, ~0.6x the forward's time, coarser maps) or square "
                        "(squashed to 224x224) [%(default)s]")  # fmt: skip
     group.add_argument("--backend", default=defaults.DEFAULT_BACKEND, choices=defaults.BACKEND_NAMES,

@@ -20,7 +20,7 @@ class LiveOptions:
     target: str = "top1"
     device: str = "auto"
     precision: str = "fp32"
-    input_size: str = defaults.DEFAULT_INPUT_POLICY  # the model input policy (Explainer input_policy)
+    input_policy: str = defaults.DEFAULT_INPUT_POLICY  # how a frame becomes the model input (``--input-size``)
     alpha: float = defaults.DEFAULT_ALPHA
     colormap: str = defaults.DEFAULT_COLORMAP
     boxes: bool = True
@@ -38,12 +38,12 @@ class LiveOptions:
     def model_options(self) -> defaults.ModelOptions:
         """The Explainer this session needs, as the one typed value every front end builds from."""
         return defaults.ModelOptions(model=self.model, method=self.method, layer=self.layer, device=self.device,
-                                     weights=self.weights, precision=self.precision, input_policy=self.input_size,
+                                     weights=self.weights, precision=self.precision, input_policy=self.input_policy,
                                      backend=self.backend)  # fmt: skip
 
     def model_key(self) -> tuple:
         """What a new Explainer is needed for (anything else changes on the fly)."""
-        return (self.model, self.weights, self.layer, self.device, self.precision, self.input_size, self.backend)
+        return (self.model, self.weights, self.layer, self.device, self.precision, self.input_policy, self.backend)
 
     @classmethod
     def from_args(cls, args: object) -> LiveOptions:
