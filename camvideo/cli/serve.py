@@ -36,6 +36,8 @@ def run_serve(args: argparse.Namespace) -> int:
     token = args.token
     if token is None and not is_loopback(args.host):
         token = secrets.token_urlsafe(24)  # beyond this machine: never without a token
+    if not 10 <= args.jpeg_quality <= 100:
+        raise CamvideoError(f"--jpeg-quality {args.jpeg_quality}: give 10 to 100")
     folder = Path(args.output_folder)
     if not folder.is_dir():
         raise OutputError(f"{folder}: not a folder (--output-folder, where recordings are saved)")
@@ -58,7 +60,11 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"  source: {source.name}; MJPEG: {url.split('?')[0]}stream.mjpg"
               f"{'?token=' + token if token else ''}; Ctrl-C stops", flush=True)  # fmt: skip
 
-    recording = serve_until_stopped(server, announce)
+    try:
+        recording = serve_until_stopped(server, announce)
+    except CamvideoError:  # the port is busy: nothing started but the source
+        source.close()
+        raise
     if recording is not None:
         print(f"camvideo: recording saved to {recording}", file=sys.stderr)
     return EXIT_OK

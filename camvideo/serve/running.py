@@ -26,8 +26,9 @@ def serve_until_stopped(server: Server, on_url: Callable[[str], None] = print) -
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt
                 pass
+        url = await server.start()  # a busy port fails here, before anything runs
         try:
-            on_url(await server.start())
+            on_url(url)
             await stop.wait()
         finally:
             print("camvideo: stopping", file=sys.stderr)
