@@ -51,6 +51,7 @@ async function onFrame(buffer) {
   const latency = stamp > 0 ? now - stamp : now + state.offset - captured;
   state.frames += 1;
   state.lastSeq = seq;
+  state.lastStamp = stamp;
   state.latencies.push(latency);
   state.shown.push(now);
   if (state.latencies.length > 300) state.latencies.shift();
@@ -178,7 +179,7 @@ const grab = document.createElement("canvas");
 async function startCamera() {
   const video = $("camera");
   try {
-    video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+    video.srcObject = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
     await video.play();
   } catch (err) {
     $("message").textContent = "No camera: " + err.message + " (the page needs http://localhost or https, and your permission)";
