@@ -33,7 +33,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import ColorRange, Colorspace
+from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
 from ..errors import OutputError
 from ..options import X264_PRESETS
@@ -108,7 +108,9 @@ class Mp4Sink(Writer):
         preset: x264 speed preset, one of :data:`X264_PRESETS`; NVENC gets the
             matching ``p1`` (ultrafast, superfast) .. ``p7`` (slower and up).
         threads: x264 encoding threads, 0 = as many as useful for the CPU count
-            (x264's frame threads). NVENC ignores it.
+            (x264's frame threads); also the RGB -> YUV conversion's swscale threads.
+            NVENC ignores it. ``annotate`` passes its
+            :class:`~camvideo.jobs.threads.ThreadPlan`'s share.
         encoder: ``"libx264"``, ``"h264_nvenc"`` or ``"auto"`` (NVENC where
             :func:`encoder_available` says it works at this size, logged at INFO,
             else libx264). An ``"h264_nvenc"`` that does not work here is a
@@ -151,6 +153,8 @@ class Mp4Sink(Writer):
         self._video: av.VideoStream | None = None
         self._size: tuple[int, int] | None = None  # (width, height) of the images written
         self._last_pts: int | None = None
+        # One swscale context for the RGB -> yuv420p conversion, reused for every frame.
+        self._reformatter = VideoReformatter()
         if not (isinstance(crf, int) and 0 <= crf <= 51):
             raise OutputError(f"{self.path}: crf must be a whole number from 0 to 51, not {crf!r}")
         if preset not in X264_PRESETS:
@@ -289,7 +293,8 @@ class Mp4Sink(Writer):
         if width % 2 or height % 2:
             image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
+        frame = self._reformatter.reformat(frame, format="yuv420p", dst_colorspace=Colorspace.ITU709,
+                                           dst_color_range=ColorRange.MPEG, threads=self._threads)  # fmt: skip
         frame.pts = self._next_pts(pts, time)
         frame.time_base = self.info.time_base
         assert self._video is not None

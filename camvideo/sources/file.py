@@ -31,6 +31,7 @@ from pathlib import Path
 
 import av
 from av.codec.hwaccel import HWAccel, hwdevices_available
+from av.video.reformatter import VideoReformatter
 
 from ..errors import InputError
 from ..types import Frame, VideoInfo
@@ -89,6 +90,7 @@ class FileSource:
             ``start``; frame for frame, a range gives what the whole file gives (``info``
             is the whole file's, whose first frame sets every frame's size).
         first_index: ``Frame.index`` of the first frame yielded (its place in the whole video).
+        decoder_threads: decoder (``thread_count``) and RGB conversion threads; 0: FFmpeg's choice.
 
     Attributes:
         hwaccel: the device type actually decoding, None for software.
@@ -104,7 +106,7 @@ class FileSource:
 
     def __init__(self, path: str | PathLike, *, threads: str = "AUTO", hwaccel: str | None = None,
                  start: float | Fraction | None = None, end: float | Fraction | None = None,
-                 first_index: int = 0) -> None:  # fmt: skip
+                 first_index: int = 0, decoder_threads: int = 0) -> None:  # fmt: skip
         if not isinstance(threads, str) or threads.upper() not in _THREAD_TYPES:
             raise ValueError(f"threads must be AUTO, FRAME, SLICE or NONE, not {threads!r}")
         # HWAccel() itself accepts any string (an unknown one silently means "any
@@ -128,6 +130,10 @@ class FileSource:
         self._start = None if start is None else Fraction(start)
         self._end = None if end is None else Fraction(end)
         self._first_index = first_index
+        self._decoder_threads = decoder_threads
+        # One swscale context for the stream, reused (frame.reformat() builds one a frame).
+        self._reformatter = VideoReformatter()
+        self._convert_lock = threading.Lock()
         check_video_file(self.path)
         if hwaccel is not None:
             self._open_hw(threads, hwaccel)
@@ -197,7 +203,7 @@ class FileSource:
         stream = video_stream(container, self.path)  # checked: a video stream with a decoder
         codec_name = stream.codec_context.name
         stream.codec_context.thread_type = threads.upper()  # checked in __init__
-        stream.codec_context.thread_count = 0  # let FFmpeg pick from the CPU count
+        stream.codec_context.thread_count = self._decoder_threads  # 0: FFmpeg picks from the CPU count
         self._stream = stream
         self._packets = container.demux(stream)
 
@@ -330,7 +336,9 @@ class FileSource:
                 self._resized_warned = True
                 log.warning("%s: the video changes size from %dx%d to %dx%d at frame %d; scaled to %dx%d",
                             self.path, *self._stored_size, frame.width, frame.height, index, *self._stored_size)  # fmt: skip
-        image = turn_upright(frame.to_ndarray(format="rgb24", **kwargs), self._orientation)
+        with self._convert_lock:
+            rgb = self._reformatter.reformat(frame, format="rgb24", threads=self._decoder_threads, **kwargs)
+        image = turn_upright(rgb.to_ndarray(), self._orientation)
         if frame.pts is not None:
             pts, seconds = int(frame.pts), float(frame.time)
         else:
