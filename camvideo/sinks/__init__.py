@@ -8,7 +8,7 @@ place only on success. This package imports neither torch nor the engine.
 """
 
 from .audio import AudioCopier, AudioFeed, FileAudio, fits_container
-from .base import Writer, check_output_folder, close_together, describe_os_error, temporary_beside
+from .base import Writer, WriterStalled, check_output_folder, close_together, describe_os_error, temporary_beside
 from .encoders import ENCODERS, choose_encoder, encoder_available
 from .mp4 import CONTAINERS, Mp4Sink, container_format
 from .recorder import LiveRecorder, RecordingAudio, check_recording_path
@@ -17,6 +17,6 @@ from .report import ReportWriter, heat_centre, report_path
 
 __all__ = [
     "CONTAINERS", "ENCODERS", "AudioCopier", "AudioFeed", "FileAudio", "JsonlWriter", "LiveRecorder", "MapsWriter", "Mp4Sink",
-    "RecordingAudio", "ReportWriter", "Writer", "check_output_folder", "check_recording_path", "choose_encoder", "close_together", "container_format",
+    "RecordingAudio", "ReportWriter", "Writer", "WriterStalled", "check_output_folder", "check_recording_path", "choose_encoder", "close_together", "container_format",
     "describe_os_error", "encoder_available", "fits_container", "frame_record", "heat_centre", "report_path", "temporary_beside",
 ]  # fmt: skip

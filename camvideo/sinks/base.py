@@ -9,6 +9,12 @@ behind). It is a context manager, so several writers compose with
 error or a stall may abort while its sink thread is still encoding a frame): the
 temporary file is unlinked at once, and the writer's own resources are released by the
 writing thread when its call returns, never under it.
+
+``close`` is idempotent and thread-safe: the file is finished once, and a caller that
+comes while another is finishing it waits and gets the same path or the same error (a
+live recording can be stopped from the GUI thread and the session thread at once). A
+write still running in another thread is waited for; one that never returns (a stalled
+encoder) ends as :class:`WriterStalled`, one line, with nothing left behind.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import errno
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +31,7 @@ from typing import TypeVar
 from ..errors import OutputError
 from ..types import FrameResult
 
-__all__ = ["Writer", "check_output_folder", "close_together", "describe_os_error", "temporary_beside"]
+__all__ = ["Writer", "WriterStalled", "check_output_folder", "close_together", "describe_os_error", "temporary_beside"]
 
 T = TypeVar("T")
 W = TypeVar("W", bound="Writer")
@@ -74,6 +81,10 @@ def temporary_beside(target: Path, suffix: str) -> Path:
     return Path(name)
 
 
+class WriterStalled(OutputError):
+    """``close()`` waited for a write that did not return: the output was not finished."""
+
+
 class Writer:
     """Base of the writers: the lifecycle, its thread safety and the context manager.
 
@@ -85,8 +96,12 @@ class Writer:
       output fails before any frame is decoded.
     - :meth:`write`: one :class:`~camvideo.types.FrameResult`.
     - :meth:`close`: returns the target path; on failure the partial file is removed
-      and :class:`~camvideo.errors.OutputError` raised.
-    - :meth:`abort`: idempotent, never raises; after a successful close it does nothing.
+      and :class:`~camvideo.errors.OutputError` raised. Idempotent and thread-safe: the
+      file is finished once; a concurrent or later call gets the same path or error.
+      A write in progress in another thread is waited for up to :attr:`CLOSE_WAIT`
+      seconds, then the writer is aborted and :class:`WriterStalled` raised.
+    - :meth:`abort`: idempotent, never raises; after a successful close it does nothing;
+      while another thread is closing, it waits for that close.
 
     As a context manager: an exception in the block aborts; Ctrl-C (KeyboardInterrupt)
     keeps what was written if anything was; a normal exit closes.
@@ -94,14 +109,19 @@ class Writer:
 
     path: Path
     frames_written: int = 0
+    #: Seconds :meth:`close` waits for a write that another thread is still inside.
+    CLOSE_WAIT = 10.0
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.frames_written = 0
-        self._state = "new"  # new -> open -> closed | aborted
-        self._guard = threading.Lock()
+        self._state = "new"  # new -> open -> closing -> closed | aborted
+        # Guards the state; notified when a write returns and when a close ends.
+        self._guard = threading.Condition(threading.Lock())
         self._writing = False
         self._discard_pending = False
+        self._closer: int | None = None  # the thread inside _finish
+        self._close_error: BaseException | None = None  # what the failed close raised
 
     # -- subclass hooks -------------------------------------------------------------------
     def _open(self) -> None:
@@ -140,31 +160,68 @@ class Writer:
             with self._guard:
                 self._writing = False
                 pending, self._discard_pending = self._discard_pending, False
+                self._guard.notify_all()
             if pending:
                 self._discard()
 
-    def close(self) -> Path:
+    def close(self, timeout: float | None = None) -> Path:
+        """Finish the file and return its path (see the class docstring).
+
+        ``timeout``: seconds to wait for a write in progress in another thread
+        (default :attr:`CLOSE_WAIT`).
+
+        Raises:
+            OutputError: the file could not be finished, or the writer was aborted.
+            WriterStalled: a write in another thread did not return in time.
+        """
+        wait = self.CLOSE_WAIT if timeout is None else timeout
+        deadline = time.monotonic() + wait
         with self._guard:
-            if self._state == "closed":
-                return self.path
-            if self._state == "aborted":
-                raise RuntimeError(f"{self.path}: close() after abort()")
+            while True:
+                if self._state == "closing":
+                    if self._closer == threading.get_ident():
+                        raise RuntimeError(f"{self.path}: close() from inside close()")
+                    self._guard.wait()  # another thread is finishing the file: take its outcome
+                elif self._state == "closed":
+                    return self.path
+                elif self._state == "aborted":
+                    if self._close_error is not None:
+                        raise self._close_error
+                    raise OutputError(f"{self.path}: the output was abandoned (aborted); nothing was saved")
+                elif self._writing and time.monotonic() < deadline:
+                    self._guard.wait(deadline - time.monotonic())
+                else:
+                    break
             if self._writing:
-                raise RuntimeError(f"{self.path}: close() while a write is in progress")
-            self._state = "closing"
+                # Still inside a write: the encoder hangs. Give up on the file; the writing
+                # thread releases the resources when (if ever) its call returns.
+                self._state = "aborted"
+                self._discard_pending = True
+                self._close_error = WriterStalled(
+                    f"{self.path}: a frame was still being written after {wait:g} s (the encoder stalled); "
+                    "the file was not finished and nothing was saved"
+                )
+                self._unlink_partial()
+                self._guard.notify_all()
+                raise self._close_error
+            self._state, self._closer = "closing", threading.get_ident()
         try:
             path = self._finish()
-        except BaseException:
+        except BaseException as err:
             with self._guard:
-                self._state = "aborted"
+                self._state, self._closer, self._close_error = "aborted", None, err
+                self._guard.notify_all()
             self._discard()
             raise
         with self._guard:
-            self._state = "closed"
+            self._state, self._closer = "closed", None
+            self._guard.notify_all()
         return path
 
     def abort(self) -> None:
         with self._guard:
+            while self._state == "closing" and self._closer != threading.get_ident():
+                self._guard.wait()  # another thread is finishing the file: it decides
             if self._state in ("closed", "aborted"):
                 return
             self._state = "aborted"
