@@ -199,10 +199,17 @@ def test_fuzz_decoder_alone(workdir, steps) -> None:
             size = (src.info.height, src.info.width, 3)
             frames = list(src)
             lost = src.frames_lost
+            promised = src.info.frame_count  # what the container's index announces (0: unknown)
     except CamvideoError as err:
         assert "\n" not in str(err)
         return
     target(float(len(frames)), label="frames decoded")
-    assert frames and lost >= 0  # the constructor decoded one, so there is at least one
+    assert frames  # the constructor decoded one, so there is at least one
+    if promised:
+        # No frame is invented or counted lost twice: decoded + lost never exceeds the index;
+        # and when any frame is reported lost, every frame the index announced is accounted for.
+        assert len(frames) + lost <= promised, (len(frames), lost, promised)
+        if lost:
+            assert len(frames) + lost == promised, (len(frames), lost, promised)
     assert all(f.image.shape == size and f.image.dtype.name == "uint8" for f in frames)
     assert [f.index for f in frames] == list(range(len(frames)))
