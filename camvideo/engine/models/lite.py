@@ -28,7 +28,7 @@ import pathlib
 from torch import nn
 
 from ...errors import ModelError
-from .lite0 import _STAGES, EfficientNetLite0, MBConv, _conv_bn, load_lite_weights
+from .lite0 import STAGES, EfficientNetLite0, MBConv, conv_bn, load_lite_weights
 
 __all__ = ["LITE_VARIANTS", "EfficientNetLite", "efficientnet_lite", "lite_weights_path"]
 
@@ -50,8 +50,8 @@ class EfficientNetLite(EfficientNetLite0):
         super().__init__(num_classes, dropout)
         blocks: list[nn.Module] = []
         cin = 32  # the fixed stem
-        last = len(_STAGES) - 1
-        for stage, (kernel, stride, expand, cout, repeats) in enumerate(_STAGES):
+        last = len(STAGES) - 1
+        for stage, (kernel, stride, expand, cout, repeats) in enumerate(STAGES):
             cout = round_channels(cout, width)
             if 0 < stage < last:  # the first and the last stage keep their single block
                 repeats = math.ceil(repeats * depth)
@@ -59,7 +59,7 @@ class EfficientNetLite(EfficientNetLite0):
                 blocks.append(MBConv(cin, cout, kernel, stride if i == 0 else 1, expand))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(*_conv_bn(cin, 1280, 1))
+        self.head = nn.Sequential(*conv_bn(cin, 1280, 1))
 
 
 def lite_weights_path(variant: int) -> pathlib.Path:

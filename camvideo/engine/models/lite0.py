@@ -29,11 +29,12 @@ from torch import nn
 
 from ...errors import ModelError
 
-__all__ = ["EfficientNetLite0", "efficientnet_lite0", "lite0_weights_path"]
+__all__ = ["STAGES", "EfficientNetLite0", "MBConv", "SameConv2d", "conv_bn", "efficientnet_lite0", "lite0_weights_path"]
 
 _BN_EPS = 1e-3
-# (kernel, stride, expand ratio, out channels, repeats): EfficientNet-B0's stages.
-_STAGES = (
+#: (kernel, stride, expand ratio, out channels, repeats): EfficientNet-B0's stages, which the
+#: Lite family scales (:mod:`.lite`).
+STAGES = (
     (3, 1, 1, 16, 1),
     (3, 2, 6, 24, 2),
     (5, 2, 6, 40, 2),
@@ -76,7 +77,8 @@ class SameConv2d(nn.Conv2d):
         return super().forward(F.pad(x, pads))
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> list[nn.Module]:
+def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> list[nn.Module]:
+    """A "same" convolution, its BatchNorm and (with ``act``) ReLU6: the Lite family's unit."""
     layers: list[nn.Module] = [SameConv2d(cin, cout, kernel, stride, groups), nn.BatchNorm2d(cout, eps=_BN_EPS)]
     return layers + [nn.ReLU6()] if act else layers
 
@@ -87,9 +89,9 @@ class MBConv(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
         super().__init__()
         mid = cin * expand
-        self.expand = nn.Sequential(*_conv_bn(cin, mid, 1)) if expand != 1 else nn.Identity()
-        self.depthwise = nn.Sequential(*_conv_bn(mid, mid, kernel, stride, groups=mid))
-        self.project = nn.Sequential(*_conv_bn(mid, cout, 1, act=False))
+        self.expand = nn.Sequential(*conv_bn(cin, mid, 1)) if expand != 1 else nn.Identity()
+        self.depthwise = nn.Sequential(*conv_bn(mid, mid, kernel, stride, groups=mid))
+        self.project = nn.Sequential(*conv_bn(mid, cout, 1, act=False))
         self.skip = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,15 +104,15 @@ class EfficientNetLite0(nn.Module):
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, 32, 3, stride=2))
+        self.stem = nn.Sequential(*conv_bn(3, 32, 3, stride=2))
         blocks: list[nn.Module] = []
         cin = 32
-        for kernel, stride, expand, cout, repeats in _STAGES:
+        for kernel, stride, expand, cout, repeats in STAGES:
             for i in range(repeats):
                 blocks.append(MBConv(cin, cout, kernel, stride if i == 0 else 1, expand))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(*_conv_bn(cin, 1280, 1))
+        self.head = nn.Sequential(*conv_bn(cin, 1280, 1))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(1280, num_classes)
