@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from camvideo.distributed import (  # noqa: E402
     ray_cluster,
     scan_video,
 )  # fmt: skip
-from camvideo.errors import ModelError  # noqa: E402
+from camvideo.errors import ModelError, OutputError  # noqa: E402
 from camvideo.jobs import AnnotateSettings, VideoJob  # noqa: E402
 from camvideo.options import ModelOptions  # noqa: E402
 from camvideo.sources import FileSource  # noqa: E402
@@ -201,6 +202,46 @@ def test_folder_on_ray_equals_local_annotate(cluster, one_thread, tmp_path: Path
         assert r["decoder"] == "h264" and r["encoder"] == "libx264" and r["fps"] > 0
 
 
+def test_non_default_options_on_ray_equal_the_local_run(cluster, one_thread, tmp_path: Path, capsys) -> None:
+    """Every model and overlay option reaches the workers (issue 19: --input-size did not), on
+    the whole-video and the segment path; the reference is the local run's files, decoded."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder / "short.mp4", 8, shift=2)
+    make_clip(folder / "long.mp4", 30, shift=9)  # 3 s: cut at 1 s and 2 s
+    options = ["--input-size", "budget", "--precision", "bf16", "--method", "gradcam", "--layer", "blocks.14",
+               "--min-score", "0.06", "--threshold", "0.4", "--colormap", "turbo", "--alpha", "0.7", "--smooth", "0.5",
+               "--target", "top2", "--crf", "0"]  # fmt: skip
+    for run in ("local", "ray"):
+        (tmp_path / run).mkdir()
+        outputs = ["-o", str(tmp_path / run), "--jsonl", str(tmp_path / run), "--maps", str(tmp_path / run)]
+        ray_flags = ["--ray", "--ray-workers", "2", "--segment-seconds", "1", "--manifest", str(tmp_path / "m.jsonl")]
+        assert main(["annotate", str(folder), *outputs, *options, *(ray_flags if run == "ray" else ["--quiet"])]) == 0
+    records = {Path(r["input"]).name: r for r in map(json.loads, (tmp_path / "m.jsonl").read_text().splitlines())}
+    assert (records["short.mp4"]["segments"], records["long.mp4"]["segments"]) == (0, 3)
+    # the workers' start-up is said, with its time, before any video's line (a --ray run is not silent)
+    err = capsys.readouterr().err
+    assert re.search(r"camvideo: loading the model on 2 workers \.\.\. on cpu, \d+\.\d s\n", err), err
+    for name in ("short", "long"):
+        ours, ref = tmp_path / "ray" / name, tmp_path / "local" / name
+        assert Path(f"{ours}.jsonl").read_bytes() == Path(f"{ref}.jsonl").read_bytes()
+        with np.load(f"{ours}.npz") as a, np.load(f"{ref}.npz") as b:
+            assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in b.files)
+        assert np.array_equal(frames_of(Path(f"{ours}.cam.mp4")), frames_of(Path(f"{ref}.cam.mp4")))
+    # --input-size budget: about 224x224's pixel count with the clip's 5:3 aspect, so the maps
+    # (1/32 of the input) are smaller than the default's 224 x 373 would give (7 x 11 or 7 x 12).
+    with np.load(tmp_path / "ray" / "long.npz") as maps:
+        assert maps["maps"].shape[1] < 7 and maps["maps"].shape[2] < 11
+
+
+def test_records_only_on_ray_is_refused_up_front(tmp_path: Path) -> None:
+    # No cluster needed: the refusal comes at the call, before Ray is touched.
+    clip = make_clip(tmp_path / "a.mp4", 4)
+    with pytest.raises(OutputError, match=r"output=None .* does not run on Ray"):
+        annotate_on_ray([VideoJob(clip, None, tmp_path / "a.jsonl")], AnnotateSettings())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
 def test_killed_worker_is_retried_and_every_output_is_whole(cluster, tmp_path: Path) -> None:
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
@@ -347,4 +388,6 @@ def test_an_address_where_no_cluster_answers_is_one_line(tmp_path: Path) -> None
     assert (
         proc.stderr.strip().splitlines()[-1].startswith(f"camvideo: error: no Ray cluster answers at 127.0.0.1:{port}")
     )
+    # the step was announced (a slow connection does not look hung), and its line ended before the error's
+    assert proc.stderr.splitlines()[0] == f"camvideo: connecting to the Ray cluster at 127.0.0.1:{port} ..."
     assert "Traceback" not in proc.stderr and not (tmp_path / "o.mp4").exists()

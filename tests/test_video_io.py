@@ -279,6 +279,77 @@ def test_close_from_another_thread_stops_iteration():
     src.close()  # idempotent
 
 
+# -- FileSource ranges (a Ray segment is one) ---------------------------------------------
+
+
+def reference_frames(path: Path) -> list[tuple[int, float, np.ndarray]]:
+    """Every frame of the file, decoded whole by PyAV: (pts, seconds, RGB) in presentation order."""
+    with av.open(str(path)) as c:
+        return [(f.pts, float(f.time), f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+
+
+def test_range_gives_the_frames_from_start_to_before_end(tmp_path):
+    clip = tmp_path / "gop.mp4"
+    # B-frames (decode order is not presentation order), a keyframe every 8 frames, pts 2 apart
+    make_clip(clip, n=40, pts=list(range(0, 80, 2)), time_base=Fraction(1, 50),
+              options={"bf": "2", "g": "8", "keyint_min": "8", "sc_threshold": "0"})  # fmt: skip
+    every = reference_frames(clip)
+    assert [t for _, t, _ in every] == [i / 25 for i in range(40)]  # (the muxer's own time base)
+    # (start, end) in seconds -> the indices [first, last] expected
+    cases = [
+        (Fraction(0), Fraction(80, 50), 0, 39),  # the whole file
+        (Fraction(16, 50), Fraction(32, 50), 8, 15),  # a keyframe to the next: end excluded
+        (Fraction(21, 50), Fraction(35, 50), 11, 17),  # between frames: the first at or after start
+        (Fraction(26, 50), Fraction(27, 50), 13, 13),  # one frame, mid-GOP
+        (Fraction(70, 50), None, 35, 39),  # to the end
+        (0.5, 1.0, 13, 24),  # floats: 0.5 s is pts 25 (frame 13 at pts 26), 1.0 s is pts 50 (frame 25)
+    ]
+    for start, end, first, last in cases:
+        with FileSource(clip, start=start, end=end, first_index=first) as source:
+            for _ in range(2):  # a second iteration gives the same range again
+                got = list(source)
+                assert [f.index for f in got] == list(range(first, last + 1)), (start, end)
+                for frame in got:
+                    pts, seconds, image = every[frame.index]
+                    assert frame.pts == pts and frame.time == seconds
+                    assert np.array_equal(frame.image, image)
+
+
+def test_range_with_nothing_in_it_is_one_input_error_and_releases_the_file(tmp_path):
+    import psutil
+
+    clip = tmp_path / "c.mp4"
+    make_clip(clip, n=10)
+    with pytest.raises(InputError) as err:
+        FileSource(clip, start=5.0)  # 10 frames at 25 fps end at 0.36 s
+    assert_one_line(err, "c.mp4")
+    assert "no frame at or after 5.000 s" in str(err.value)
+    # the failed open closed its container (the exception still holds the object)
+    assert str(clip) not in {f.path for f in psutil.Process().open_files()}
+
+
+def test_close_from_another_thread_stops_a_range():
+    src = FileSource(SAMPLE, start=1.0, first_index=7)  # not the first frame: the range seeks
+    at_five, closed = threading.Event(), threading.Event()
+
+    def close_at_five() -> None:
+        if at_five.wait(30):
+            src.close()
+            closed.set()
+
+    closer = threading.Thread(target=close_at_five, name="test-closer")
+    closer.start()
+    seen = []
+    for frame in src:
+        seen.append(frame.index)
+        if len(seen) == 5:
+            at_five.set()
+            assert closed.wait(30), "close() from another thread did not return"
+    closer.join(30)
+    assert seen == [7, 8, 9, 10, 11]  # no frame after close() returned
+    assert list(src) == []
+
+
 def test_find_videos(tmp_path):
     for name in ["b.MKV", "a.mp4", "notes.txt", ".a.mp4.partial-1234.mp4"]:
         (tmp_path / name).write_bytes(b"x")
