@@ -25,13 +25,22 @@ import torch
 pytest.importorskip("PyQt6")
 from live_helpers import CATS, NAMES, tiny_explainer  # noqa: E402
 from PyQt6.QtCore import QSettings, Qt  # noqa: E402
+from PyQt6.QtWidgets import QFormLayout  # noqa: E402
 
 from camvideo.jobs import LiveOptions  # noqa: E402
 from camvideo.sources import FileSource  # noqa: E402
 from ui.window import AppOptions, MainWindow  # noqa: E402
 
-torch.set_num_threads(1)
 pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread for these tests (a shared machine), put back after each."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -178,6 +187,82 @@ def test_a_source_that_fails_is_shown_not_fatal(qtbot, settings, tmp_path: Path)
     window.close()
 
 
+def contrast_ratio(a: np.ndarray, b: np.ndarray) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours (0..255): (L1 + 0.05) / (L2 + 0.05)."""
+
+    def luminance(rgb: np.ndarray) -> float:
+        c = rgb.astype(np.float64) / 255.0
+        linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+        return float(linear @ np.array([0.2126, 0.7152, 0.0722]))
+
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def grab_rgb(widget) -> np.ndarray:
+    image = widget.grab().toImage().convertToFormat(widget.grab().toImage().Format.Format_RGB888)
+    ptr = image.constBits()
+    ptr.setsize(image.sizeInBytes())
+    pixels = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine())[:, : 3 * image.width()]
+    return pixels.reshape(image.height(), image.width(), 3).copy()
+
+
+def test_key_hints_are_readable_and_auto_says_what_it_picked(qtbot, settings, tmp_path: Path) -> None:
+    """Issue 19: the key hints were pale grey on grey, and "Model every: auto" said nothing.
+    The hints' text against their background has at least WCAG's 4.5:1 for body text
+    (measured on the drawn pixels), and the interval control says what N is and shows
+    auto's current choice."""
+    window = open_window(qtbot, settings, tmp_path, live={"every": 0})
+    pixels = grab_rgb(window.controls.key_hints).reshape(-1, 3)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    background = colours[np.argmax(counts)]
+    text = pixels[np.abs(pixels.astype(int) - background).sum(axis=1).argmax()]  # the farthest: the glyphs' core
+    assert contrast_ratio(text, background) >= 4.5, (text, background)
+    spin = window.controls.every_spin
+    label = next(f.labelForField(spin) for f in window.controls.findChildren(QFormLayout) if f.labelForField(spin))
+    assert label.text() == "Model on every Nth frame" and "auto" in spin.toolTip() and spin.text() == "auto"
+
+    def shows_the_choice() -> bool:
+        stats = window.session.stats()
+        return stats.model_runs >= 2 and spin.text() == f"auto ({stats.every})"
+
+    qtbot.waitUntil(shows_the_choice, timeout=60_000)  # the status timer (250 ms) updates it
+    assert spin.value() == 0 and window.options.every == 0  # still auto: only its display changed
+    window.close()
+
+
+def test_the_window_shows_at_once_while_the_model_loads(qtbot, settings, tmp_path: Path, monkeypatch) -> None:
+    """Issue 19: ``camvideo live`` showed nothing for seconds. The window now opens with a
+    loading message while the session loads the model in its own thread (held here until
+    the test lets it go), and says each slow step on the terminal."""
+    import threading
+
+    import camvideo.jobs.live
+
+    release, lines = threading.Event(), []
+
+    class SlowLoading:
+        @staticmethod
+        def from_options(options):
+            assert release.wait(60)
+            return tiny_explainer()
+
+    monkeypatch.setattr(camvideo.jobs.live, "Explainer", SlowLoading)
+    app = AppOptions(source="sample", spec="sample", options=LiveOptions(every=2), explainer=None, settings=settings,
+                     output_folder=tmp_path, say=lines.append)  # fmt: skip
+    window = MainWindow(app)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    assert window.isVisible() and window.meter.count == 0 and window.session.state == "opening"
+    assert window.view.message.startswith("Loading the model efficientnet_lite0")
+    assert lines == ["loading the model efficientnet_lite0 (the window is open) ..."]
+    release.set()
+    wait_frames(qtbot, window, 2)
+    assert window.view.message == "" and len(lines) == 2 and lines[1].startswith("efficientnet_lite0 loaded")
+    window.close()
+
+
 @pytest.mark.slow
 def test_camvideo_live_with_the_default_model(tmp_path: Path) -> None:
     """The real command, default model, offscreen: shows frames, records and snapshots."""
@@ -187,6 +272,11 @@ def test_camvideo_live_with_the_default_model(tmp_path: Path) -> None:
                            "--snapshot", str(snap), "--record", str(rec)],
                           capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    # one line for each slow start-up step, in order, the window open before the model loads
+    steps = [line for line in proc.stdout.splitlines() if line.startswith("camvideo live: ")]
+    firsts = [s.split(": ", 1)[1].split(" ")[0] for s in steps]
+    assert firsts == ["starting", "opening", "opening", "loading", "efficientnet_lite0"], steps
+    assert "the window" in steps[2] and "loaded, first frame shown" in steps[4]
     image = cv2.cvtColor(cv2.imread(str(snap)), cv2.COLOR_BGR2RGB)
     assert image.shape == (360, 640, 3)
     with FileSource(rec) as source:

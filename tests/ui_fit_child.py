@@ -1,5 +1,8 @@
 """Child process of tests/test_ui_fit.py: the live window on an offscreen screen of a given
-size (QT_QPA_PLATFORM=offscreen:configfile=...), measured and wheeled; prints one JSON line."""
+size (QT_QPA_PLATFORM=offscreen:configfile=...), measured and wheeled; prints one JSON line.
+
+``--saved WxH``: the settings hold a window size saved by an earlier run (a plain window
+of that size), as a user's would."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from live_helpers import tiny_explainer  # noqa: E402
 from PyQt6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
 from PyQt6.QtGui import QWheelEvent  # noqa: E402
-from PyQt6.QtWidgets import QApplication, QGroupBox  # noqa: E402
+from PyQt6.QtWidgets import QApplication, QGroupBox, QMainWindow  # noqa: E402
 
 from camvideo.jobs import LiveOptions  # noqa: E402
 from ui.app import application  # noqa: E402
@@ -46,6 +49,12 @@ def main() -> None:
     app = application()  # the QApplication, before any widget (kept: a collected one takes Qt down)
     with tempfile.TemporaryDirectory() as tmp:
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
+        if "--saved" in sys.argv:
+            width, height = (int(v) for v in sys.argv[sys.argv.index("--saved") + 1].split("x"))
+            earlier = QMainWindow()
+            earlier.resize(width, height)
+            settings.setValue("window/geometry", earlier.saveGeometry())
+            earlier.deleteLater()
         window = MainWindow(AppOptions(source="sample", spec="sample", options=LiveOptions(every=2),
                                        explainer=tiny_explainer(), settings=settings, output_folder=Path(tmp)))  # fmt: skip
         window.show()

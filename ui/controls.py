@@ -28,6 +28,8 @@ from camvideo.options import COLORMAP_NAMES, METHOD_CHOICES
 
 from .widgets import ClassPicker
 
+AUTO_EVERY = "auto"  # the model interval's control at 0
+
 
 class ControlPanel(QScrollArea):
     """Every control of the window, in a scrollable column.
@@ -107,13 +109,16 @@ class ControlPanel(QScrollArea):
         self.method_combo.addItems(METHOD_CHOICES)
         self.every_spin = QSpinBox()
         self.every_spin.setRange(0, 60)
-        self.every_spin.setSpecialValueText("auto")  # 0: picked from the measured model time
-        self.every_spin.setToolTip("Run the model on every Nth frame; the frames between show the last map, smoothed. "
-                                   "auto: every frame when the model is fast enough, else as often as it keeps up "
-                                   "with the camera's rate")  # fmt: skip
+        self.every_spin.setSpecialValueText(AUTO_EVERY)  # 0: picked from the measured times
+        self.every_spin.setToolTip(
+            "N, how often the model runs. 1: on every frame (each frame gets its own map; the video runs at "
+            "the model's speed). N: on every Nth frame; the frames between are shown at once with the last "
+            "map, so the video keeps the camera's rate. auto: 1 when the model keeps up with the camera, "
+            "else the smallest N that keeps the camera's rate; the number in brackets is its choice now."
+        )
         form.addRow("Model", self.model_combo)
         form.addRow("Method", self.method_combo)
-        form.addRow("Model every", self.every_spin)
+        form.addRow("Model on every Nth frame", self.every_spin)
         return box
 
     def _target_box(self) -> QGroupBox:
@@ -153,9 +158,9 @@ class ControlPanel(QScrollArea):
         column = QVBoxLayout(box)
         grid = QGridLayout()
         column.addLayout(grid)
-        keys = QLabel("Space pause · . step · R record · S snapshot · F full screen · Q quit")
-        keys.setWordWrap(True)
-        keys.setEnabled(False)  # greyed: a hint, not a control
+        keys = QLabel("Keys: Space pause · . step · R record · S snapshot · F full screen · Q quit")
+        keys.setWordWrap(True)  # the window's text colour: greyed (disabled) text was pale grey on grey
+        self.key_hints = keys
         column.addWidget(keys)
         self.pause_button = QPushButton("Pause")
         self.pause_button.setToolTip("Space")
@@ -169,6 +174,12 @@ class ControlPanel(QScrollArea):
         for i, button in enumerate((self.pause_button, self.step_button, self.record_button, self.snapshot_button)):
             grid.addWidget(button, i // 2, i % 2)
         return box
+
+    def show_every_choice(self, every: int | None) -> None:
+        """Show what ``auto`` picked (``every``), or plain ``auto`` before it has picked (None)."""
+        text = AUTO_EVERY if every is None else f"{AUTO_EVERY} ({every})"
+        if self.every_spin.specialValueText() != text:
+            self.every_spin.setSpecialValueText(text)
 
     def show_options(self, o: LiveOptions) -> None:
         """Show ``o`` without emitting :attr:`changed`."""

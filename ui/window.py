@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from camvideo.types import FrameResult
 
 from .capture import CaptureMixin
 from .controls import ControlPanel
+from .geometry import default_size, restore_window
 from .widgets import VideoView
 
 FRAME_EVENT = QEvent.Type(QEvent.registerEventType())
@@ -48,6 +50,7 @@ class AppOptions:
     settings: QSettings | None = None  # None: the user's camvideo settings
     output_folder: Path | None = None  # snapshots and recordings (None: Pictures / Videos)
     errors: list[str] = field(default_factory=list)  # what went wrong, for the exit message
+    say: Callable[[str], None] | None = None  # one line for each slow start-up step (the terminal)
 
 
 class MainWindow(CaptureMixin, QMainWindow):
@@ -68,6 +71,7 @@ class MainWindow(CaptureMixin, QMainWindow):
         self._closing = False
         self._give_up_at: float | None = None  # unattended (--duration) and still no frame by then: quit
         self._status_note = ""
+        self._loading_since: float | None = None  # a session loading its model: since when
         self.setWindowTitle("camvideo live")
         self._build()
         self._shortcuts()
@@ -82,7 +86,6 @@ class MainWindow(CaptureMixin, QMainWindow):
     def _build(self) -> None:
         self.view = VideoView()
         self.view.on_painted = self._painted
-        self.view.set_message("Opening the source and loading the model…")
         self.controls = ControlPanel()
         self.panel = self.controls  # hidden in full screen
         if self._explainer is not None:
@@ -163,27 +166,15 @@ class MainWindow(CaptureMixin, QMainWindow):
             self.session.configure(options)
 
     def _restore_window(self) -> None:
-        geometry = self.settings.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(self.default_size())
-        splitter = self.settings.value("window/splitter")
-        if splitter is not None:
-            self.splitter.restoreState(splitter)
+        """The saved size and splitter, unless that size cannot show the controls here (see :mod:`ui.geometry`)."""
+        if restore_window(self, self.controls, self.settings.value("window/geometry")):
+            splitter = self.settings.value("window/splitter")
+            if splitter is not None:
+                self.splitter.restoreState(splitter)
 
     def default_size(self) -> QSize:
-        """The first window: tall enough for every control without scrolling (about 880 px),
-        1280 wide, both within the screen's free area less room for the window frame
-        (on a 1600x1000 screen: 1280x880). A smaller screen gets the panel's scroll bar."""
-        column = self.controls.widget().sizeHint().height() + 2 * self.controls.frameWidth()
-        height = max(720, column + self.statusBar().sizeHint().height() + 4)
-        width = 1280
-        screen = self.screen()
-        if screen is not None:
-            free = screen.availableGeometry()
-            width, height = min(width, free.width() - 40), min(height, free.height() - 60)
-        return QSize(width, height)
+        """The first window's size: every control in view, within the screen (:func:`ui.geometry.default_size`)."""
+        return default_size(self, self.controls)
 
     # -- sources ------------------------------------------------------------------------------------
     def _fill_sources(self) -> None:
@@ -251,7 +242,13 @@ class MainWindow(CaptureMixin, QMainWindow):
             self._select_source_item(spec)
         self.meter = LatencyMeter()
         self._shown_any = False
-        self.view.set_message("Opening the source and loading the model…")
+        if self._explainer is None:
+            self._loading_since = time.monotonic()
+            self.view.set_message(f"Loading the model {self.options.model}…")
+            if self.app_options.say is not None:
+                self.app_options.say(f"loading the model {self.options.model} (the window is open) ...")
+        else:
+            self.view.set_message("Opening the source…")
         self.session = LiveSession(source, self.options, explainer=self._explainer, on_frame=self._ring,
                                    loop=self.app_options.loop, after=old)  # fmt: skip
         self.session.owns_explainer = False  # the window keeps it for the next session
@@ -290,6 +287,10 @@ class MainWindow(CaptureMixin, QMainWindow):
 
     def _first_frame(self, session: LiveSession) -> None:
         self._shown_any = True
+        if self._loading_since is not None and self.app_options.say is not None:
+            self.app_options.say(f"{self.options.model} loaded, first frame shown "
+                                 f"({time.monotonic() - self._loading_since:.1f} s)")  # fmt: skip
+        self._loading_since = None
         if session.explainer is not None:
             self._explainer = session.explainer
             self.controls.class_picker.set_classes(session.explainer.class_names)
@@ -368,6 +369,8 @@ class MainWindow(CaptureMixin, QMainWindow):
         if session is None:
             return
         self.status_label.setText(self.status_text())
+        stats = session.stats()
+        self.controls.show_every_choice(stats.every if stats.every_auto and stats.model_runs else None)
         if session.notice:
             self._note(session.notice)
             session.notice = ""

@@ -1,11 +1,16 @@
 """``camvideo live``: check everything that can be checked without Qt, then open the app.
 
-The source is opened and the model loaded here, before PyQt6 is imported, so a
-missing camera, an unreachable stream, a wrong class name or an unusable output path
-ends with one ``camvideo: error: ...`` line and no window. Without a display (and no
-``QT_QPA_PLATFORM`` set) the command says so instead of letting Qt abort; so it does
-when a system library of Qt's platform plugin is missing (:mod:`.desktop`), with the
-command that installs it, and when no X server answers at ``DISPLAY``.
+The source is opened here, before PyQt6 is imported, so a missing camera, an unreachable
+stream or an unusable output path ends with one ``camvideo: error: ...`` line and no
+window. Without a display (and no ``QT_QPA_PLATFORM`` set) the command says so instead of
+letting Qt abort; so it does when a system library of Qt's platform plugin is missing
+(:mod:`.desktop`), with the command that installs it, and when no X server answers at
+``DISPLAY``.
+
+The model loads in the background once the window is up (it shows a loading message;
+loading takes seconds), except for a target given as a class name or index, which is
+checked against the model's classes before any window opens. Each slow start-up step
+prints one line on the terminal (stdout), so a start never looks hung.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from ..errors import CamvideoError, OutputError
@@ -57,14 +63,21 @@ def check_snapshot_path(path: Path) -> Path:
     return path
 
 
-def run_live(args: argparse.Namespace) -> int:
-    """Validate, open the source, load the model, then run the desktop app; the exit code."""
-    from ..engine import Explainer
-    from ..jobs import LiveOptions, target_of
-    from ..sinks import check_recording_path
-    from ..sources import CameraSource, PacedFileSource, open_live_source, sample_video
+def say(message: str) -> None:
+    """One line about a slow start-up step, on the terminal."""
+    print(f"camvideo live: {message}", flush=True)
 
-    options = LiveOptions.from_args(args)
+
+def needs_class_names(target: str) -> bool:
+    """Whether a target can only be checked against the model's classes (a name, an index)."""
+    text = target.strip().lower()
+    return not (text.startswith("top") and (text[3:] == "" or text[3:].isdigit()))
+
+
+def run_live(args: argparse.Namespace) -> int:
+    """Validate, open the source, then run the desktop app (the model loads in it); the exit code."""
+    from ..sinks import check_recording_path
+
     snapshot = check_snapshot_path(Path(args.snapshot)) if args.snapshot else None
     record = check_recording_path(Path(args.record)) if args.record else None
     if snapshot is not None and record is not None and snapshot.absolute() == record.absolute():
@@ -72,6 +85,18 @@ def run_live(args: argparse.Namespace) -> int:
     check_display()
     check_platform_libraries()  # Qt would abort (SIGABRT) on a missing plugin library
     check_x_display()  # ... and on a DISPLAY where no X server answers
+    started = time.monotonic()
+    say("starting (loading torch) ...")
+    from ..engine import Explainer
+    from ..jobs import LiveOptions, target_of
+    from ..sources import CameraSource, PacedFileSource, describe_spec, open_live_source, sample_video
+
+    options = LiveOptions.from_args(args)
+    kind = describe_spec(args.source) if args.source is not None else "default"
+    what = {"default": "the first camera, else the sample", "sample": "the sample"}.get(
+        kind, f"the {kind} {args.source}"
+    )
+    say(f"opening {what} ...")
     source = open_live_source(args.source, loop=args.loop)
     try:
         spec = args.source
@@ -80,8 +105,11 @@ def run_live(args: argparse.Namespace) -> int:
                 spec = str(source.device)
             elif isinstance(source, PacedFileSource) and source.path == sample_video():
                 spec = "sample"
-        explainer = Explainer.from_options(options.model_options())
-        explainer.selector(target_of(options.target))  # a wrong class name fails now
+        explainer = None
+        if needs_class_names(options.target):  # a wrong class name fails now, before any window
+            say(f"loading {options.model} to check the class {options.target!r} ...")
+            explainer = Explainer.from_options(options.model_options())
+            explainer.selector(target_of(options.target))
         try:
             from ui.app import run
             from ui.window import AppOptions
@@ -90,9 +118,10 @@ def run_live(args: argparse.Namespace) -> int:
     except BaseException:
         source.close()
         raise
+    say(f"opening the window ({time.monotonic() - started:.1f} s)")
     app = AppOptions(source=source, spec=spec, options=options, explainer=explainer, loop=args.loop,
                      duration=args.duration, snapshot=snapshot, record=record,
-                     explicit=explicit_options(args))  # fmt: skip
+                     explicit=explicit_options(args), say=say)  # fmt: skip
     code = run(app)
     for message in dict.fromkeys(app.errors):  # each once, in order
         print(f"camvideo: error: {message}", file=sys.stderr)
