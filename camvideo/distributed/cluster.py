@@ -53,7 +53,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise ClusterError("--ray needs Ray: pip install 'camvideo[ray]' (or pip install ray)") from None
+        raise ClusterError("--ray needs Ray: pip install ray (in camvideo's clone: pip install '.[ray]')") from None
     return ray
 
 
