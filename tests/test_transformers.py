@@ -24,8 +24,6 @@ from torch import nn
 from camvideo import Explainer
 from camvideo.errors import ModelError
 
-torch.set_num_threads(1)  # shared machine; set here, not in a conftest
-
 NAMES = ["cat", "dog", "bird", "fish", "frog"]
 GRAD_METHODS = ["gradcam", "hirescam", "gradcam++", "layercam"]
 ALL_METHODS = GRAD_METHODS + ["scorecam", "eigencam"]
