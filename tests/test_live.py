@@ -462,6 +462,36 @@ def test_a_background_model_gives_torch_its_threads_back(two_torch_threads: int)
     assert torch_threads_of_a_new_thread() == 2
 
 
+@pytest.mark.timeout(120)
+def test_a_compiled_backend_compiles_before_the_first_frame_with_all_threads(two_torch_threads: int) -> None:
+    """Issue 18: a compiled runtime (OpenVINO, ONNX Runtime) takes torch's thread count when
+    it compiles for the frame size and keeps it. The live session compiles it first, on a
+    blank frame of the source's size with all threads (the model in step needs them), and
+    does not limit torch's threads for it in the background, which would not reach it."""
+    calls: list[tuple[int, tuple, bool]] = []  # (torch threads, input shape, blank) per model call
+    explainer = tiny_explainer()
+    explainer.backend = "openvino"  # what an Explainer on a compiled runtime says
+    explain = explainer.explain
+
+    def counting(frames, target=None):
+        calls.append((torch.get_num_threads(), tuple(frames.shape), bool(frames.max() == 0)))
+        return explain(frames, target=target)
+
+    explainer.explain = counting  # type: ignore[method-assign]
+    session = LiveSession(str(CATS), LiveOptions(every=0, model_threads=1), explainer=explainer).start()
+    try:
+        collect(session, 0.5)
+        pacing = session.pacing
+    finally:
+        assert session.stop(2.0)
+    with av.open(str(CATS)) as container:
+        height, width = container.streams.video[0].height, container.streams.video[0].width
+    assert calls[0][1][1:3] == (height, width) and calls[0][2]  # the warm-up: blank, the source's size
+    assert len(calls) > 3 and not any(blank for _, _, blank in calls[1:])
+    assert {threads for threads, _, _ in calls} == {2}  # never limited
+    assert pacing is not None and pacing.thread_ratio == 1.0  # and auto expects no speed-up in step
+
+
 def test_every_nth_frame_in_order_runs_the_model_on_every_nth() -> None:
     images = clip_images(CATS, size=(96, 54))[:12]
     frames = [Frame(i, img, i, i / 30) for i, img in enumerate(images)]

@@ -46,6 +46,7 @@ from .live_stage import LiveAnnotator, ModelThreads
 from .pacing import AUTO_START, EveryAuto
 from .recording import Recording
 from .settings import LiveOptions, target_of
+from .stage import warm_up
 
 __all__ = ["LiveSession", "LiveStats"]
 
@@ -268,14 +269,21 @@ class LiveSession:
         except ModelError as err:  # a saved class that this model does not have: top-1, and say so
             self.notice = f"{err}; showing the top-1 class"
             options = self.options = dataclasses.replace(options, target="top1")
-        self._threads = ModelThreads(options.model_threads, enabled=self.explainer.device.type == "cpu")
+        # A compiled runtime takes torch's thread count when it compiles for the frame size,
+        # and keeps it: it compiles first, with all threads (in step the model wants them);
+        # limiting torch's threads in the background would not reach it.
+        cpu = self.explainer.device.type == "cpu"
+        compiled = cpu and getattr(self.explainer, "backend", "torch") != "torch"
+        self._threads = ModelThreads(options.model_threads, enabled=cpu and not compiled)
         self.pacing = self._new_pacing() if options.every == 0 else None
         every = self.pacing.every if self.pacing is not None else options.every
         self.annotator = LiveAnnotator(self.explainer, self._renderer(options), TemporalSmoother(options.smooth),
                                         target_of(options.target), every=every)  # fmt: skip
-        self.annotator.on_model_time = self._model_timed
         self._applied = options
         self._worker = LatestWorker(_run_job, "camvideo-model").start()
+        if compiled:  # compile (or load from the cache) now, not on the first frame shown
+            self._worker.call(partial(warm_up, self.annotator, self.source.info.height, self.source.info.width))
+        self.annotator.on_model_time = self._model_timed
         if every > 1:
             self._worker.call(partial(self._threads.background, True))
         source = self.source
@@ -289,8 +297,7 @@ class LiveSession:
                         min_score=o.min_score)  # fmt: skip
 
     def _new_pacing(self, start: int = AUTO_START) -> EveryAuto:
-        """``--every auto``'s state; it expects the model in step to be as many times faster
-        as it has threads more than in the background (until it has measured both)."""
+        """``--every auto``'s state, expecting the model in step faster by its threads' ratio."""
         return EveryAuto(start=start, thread_ratio=self._threads.ratio())
 
     def _model_timed(self, seconds: float, frames: int) -> None:
