@@ -174,6 +174,24 @@ def test_a_viewer_that_does_not_acknowledge_gets_no_backlog() -> None:
         run(scenario(server, base))
 
 
+def test_a_viewer_that_vanishes_is_dropped() -> None:
+    async def scenario(server: Server, base: str) -> None:
+        http = aiohttp.ClientSession()
+        client = await connect(http, base)
+        await client.next_frame()
+        assert len(server.viewers) == 1
+        await http.close()  # the connection drops without a goodbye
+        deadline = time.monotonic() + WAIT
+        while server.viewers and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert server.viewers == set()
+        async with aiohttp.ClientSession() as again:  # the session serves the next viewer
+            await (await connect(again, base)).next_frame()
+
+    with served() as (server, base):
+        run(scenario(server, base))
+
+
 # -- safety -------------------------------------------------------------------------------------------
 def test_a_token_is_required_of_every_request() -> None:
     async def scenario(base: str) -> None:

@@ -99,7 +99,8 @@ class Viewer:
 
 
 class Server:
-    """Serve ``session`` (started by :meth:`start`, which also starts the session)."""
+    """Serve ``session``, a :class:`~camvideo.jobs.LiveSession` not yet started (:meth:`start`
+    starts it; :meth:`close` stops it)."""
 
     def __init__(self, session: LiveSession, config: ServeConfig, *, browser: BrowserSource | None = None) -> None:
         if not is_loopback(config.host) and not config.token:
@@ -139,8 +140,7 @@ class Server:
         host = "localhost" if self.config.host in ("127.0.0.1", "localhost") else host
         self.url = f"http://{host}:{port}/" + (f"?token={self.config.token}" if self.config.token else "")
         self.hub.start(asyncio.get_running_loop())
-        if self.session.state == "opening" and not self.session.threads_alive():
-            self.session.start()
+        self.session.start()
         self._status = asyncio.create_task(self._status_loop())
         return self.url
 
