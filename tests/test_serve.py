@@ -174,6 +174,22 @@ def test_a_viewer_that_does_not_acknowledge_gets_no_backlog() -> None:
         run(scenario(server, base))
 
 
+def test_the_mjpeg_stream_sends_jpegs_of_the_source_size() -> None:
+    async def scenario(base: str) -> None:
+        async with aiohttp.ClientSession() as http, http.get(base + "stream.mjpg") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
+            reader = aiohttp.MultipartReader.from_response(response)
+            for _ in range(3):
+                part = await reader.next()
+                assert part.headers["Content-Type"] == "image/jpeg"
+                image = cv2.imdecode(np.frombuffer(await part.read(), np.uint8), cv2.IMREAD_COLOR)
+                assert image.shape == (360, 640, 3)
+
+    with served() as (_, base):
+        run(scenario(base))
+
+
 def test_a_viewer_that_vanishes_is_dropped() -> None:
     async def scenario(server: Server, base: str) -> None:
         http = aiohttp.ClientSession()
