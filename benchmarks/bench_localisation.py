@@ -265,6 +265,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved speed rounds [5]")
     parser.add_argument("--calls", type=int, default=4, help="explain() calls per policy per round [4]")
     parser.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads [2]")
+    parser.add_argument("--norm", choices=("model", "imagenet", "lite"), default="model",
+                        help="input normalisation: the model's own [model], ImageNet's mean/std, or "
+                             "TensorFlow's Lite (x - 127) / 128")  # fmt: skip
     args = parser.parse_args()
     for p in args.policies:
         input_size(p, 720, 1280)  # a bad name fails before the model loads
@@ -274,6 +277,11 @@ def main() -> int:
     facts = machine_facts()
     steal0 = cpu_times()
     explainer = Explainer(model="efficientnet_lite0", method="cam", device="cpu")
+    if args.norm != "model":  # only this benchmark's own preprocessing reads them
+        from camvideo.engine.models import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
+
+        norms = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "lite": (LITE_MEAN, LITE_STD)}
+        explainer.spec.mean, explainer.spec.std = norms[args.norm]
     prep = Preprocessor(explainer)
     check_policies(args.policies)
     composites = make_composites(args.positions)
@@ -290,6 +298,8 @@ def main() -> int:
           f"shapes ({', '.join(f'{k} {w}x{h}' for k, (h, w) in FRAME_SIZES.items())}) x {len(SCALES)} scales "
           f"({', '.join(f'{s:g}' for s in SCALES)} of the short side) x {args.positions} seeded positions, on "
           f"{len(load_backgrounds())} real backgrounds")  # fmt: skip
+    print(f"- input normalisation: mean {fmt(255 * explainer.spec.mean[0], 1)}, std {fmt(255 * explainer.spec.std[0], 1)} "
+          f"(red channel, in 0..255 units; --norm {args.norm})")  # fmt: skip
     print(f"- speed: explain() (forward + CAM) on the model input of a 1280x720 frame, batch 1, torch threads "
           f"{args.torch_threads}, {args.rounds} interleaved rounds of {args.calls} calls, medians; CPU steal "
           f"{fmt(steal) if steal is not None else 'n/a'} %\n")  # fmt: skip

@@ -83,10 +83,11 @@ def test_each_lite_model_gets_its_stated_input(name: str) -> None:
     except ModelError as err:  # Lite1/2's weights are an extra
         pytest.skip(str(err))
     height = ex.spec.input_size
-    frame = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], height, axis=0).repeat(3, axis=2)
+    levels = (np.arange(512) % 256).astype(np.uint8)  # every level, wider than high: the short side is the height
+    frame = np.repeat(levels[None, :, None], height, axis=0).repeat(3, axis=2)
     frame[..., 1] = frame[..., 1][:, ::-1]  # channels differ, so a swapped mean/std shows
     x = ex.preprocess(frame[None]).double()
-    assert tuple(x.shape) == (1, 3, height, 256)  # native height: no resize, the pixels as they are
+    assert tuple(x.shape) == (1, 3, height, 512)  # native height: no resize, the pixels as they are
     for c in range(3):
         want = np.array([STATED_INPUT[name](float(p), c) for p in frame[0, :, c]])
         np.testing.assert_allclose(x[0, c, 0].numpy(), want, rtol=0, atol=1e-6)
