@@ -7,11 +7,13 @@ is set). Latency is measured where the app measures it: from the frame's capture
 time to the end of the paint that showed it. The first seconds (model warm-up) are
 left out.
 
-    python benchmarks/bench_live.py                      # every=1,2,3 and auto, default model
+    python benchmarks/bench_live.py                      # every=1,2,3 and auto, default model and backend
     python benchmarks/bench_live.py --every 1 2 3 4 auto --seconds 20
+    python benchmarks/bench_live.py --every 1 auto --backend openvino
 
-``auto`` (``camvideo live``'s default) picks the interval from the measured model time
-(camvideo.jobs.pacing); its row shows the interval it settled on, e.g. ``auto (8)``.
+``auto`` (``camvideo live``'s default) picks the interval from the measured model and
+drawing times (camvideo.jobs.pacing); its row shows the interval it settled on, e.g.
+``auto (2)``, and a line under the table the times it chose from.
 
 Prints a Markdown table on stdout (progress on stderr).
 """
@@ -34,6 +36,9 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 from _common import SAMPLES, fmt, machine_facts, markdown_table, say  # noqa: E402
 
+from camvideo.jobs.pacing import STEP_SHARE  # noqa: E402
+from camvideo.options import BACKEND_NAMES  # noqa: E402
+
 TARGET_P95_MS, TARGET_FPS = 100.0, 25.0
 
 
@@ -53,7 +58,7 @@ def make_source_clip(path: Path, width: int = 640, height: int = 480, fps: int =
 
 
 def measure(
-    clip: Path, every: int, seconds: float, warmup: float, explainer, settings_path: Path, threads: int
+    clip: Path, every: int, seconds: float, warmup: float, explainer, settings_path: Path, threads: int, backend: str
 ) -> dict:
     from PyQt6.QtCore import QEventLoop, QSettings, QTimer
 
@@ -63,7 +68,7 @@ def measure(
     from ui.window import AppOptions, MainWindow
 
     app = application()
-    options = LiveOptions(every=every, model_threads=threads)
+    options = LiveOptions(every=every, model_threads=threads, backend=backend)
     settings = QSettings(str(settings_path), QSettings.Format.IniFormat)
     every_field = frozenset(f.name for f in dataclasses.fields(LiveOptions))  # saved settings must not apply
     window = MainWindow(AppOptions(source=PacedFileSource(clip, loop=True), spec=str(clip), options=options,
@@ -87,13 +92,14 @@ def measure(
     run_for(seconds)
     wall = time.monotonic() - start
     after = window.session.stats()
+    pacing = window.session.pacing
     meter = window.meter
     window.close()
     app.processEvents()
     captured = after.frames_read - before.frames_read
     dropped = after.dropped - before.dropped
     return {
-        "every": f"auto ({after.every})" if every == 0 else every,
+        "every": f"auto ({pacing.every if pacing is not None else after.every})" if every == 0 else every,
         "wall": wall,
         "fps": meter.count / wall,
         "p50": 1000 * (meter.percentile(50) or float("nan")),
@@ -103,7 +109,21 @@ def measure(
         "dropped": dropped,
         "model_runs": (after.model_runs - before.model_runs) / wall,
         "model_ms": after.model_ms,
+        "auto": None if pacing is None else auto_line(pacing),
     }
+
+
+def auto_line(pacing) -> str:
+    """What ``--every auto`` chose from (camvideo.jobs.pacing.EveryAuto's measurements)."""
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{1000 * value:.1f} ms"
+
+    step_model = None if pacing.step_seconds is None else pacing.step_seconds - pacing.render_seconds
+    return (f"every auto settled on {pacing.every}: a frame in step {ms(pacing.step_seconds)} (the model "
+            f"{ms(step_model)}{'' if pacing.step_model else ', estimated'}, drawing {ms(pacing.render_seconds)}), "
+            f"the model in the background {ms(pacing.model_seconds)}, frame interval {ms(pacing.frame_seconds)}; "
+            f"in step when a frame takes at most {100 * STEP_SHARE:.0f} % of the interval")  # fmt: skip
 
 
 def _every(text: str) -> int:
@@ -118,23 +138,30 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds left out after the first frame [3]")
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--model-threads", type=int, default=1, help="torch threads for the background model [1]")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
+                        help="how the network runs (camvideo live --backend) [auto]")  # fmt: skip
     args = parser.parse_args()
 
     import torch
 
     from camvideo import Explainer
+    from camvideo.options import ModelOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_source_clip(Path(tmp) / "source_640x480.mp4")
-        explainer = Explainer(args.model, device="cpu")
-        rows = []
+        explainer = Explainer.from_options(ModelOptions(model=args.model, device="cpu", backend=args.backend))
+        backend = getattr(explainer, "backend", "torch")
+        say(f"{args.model} on the {backend} backend (asked: {args.backend})")
+        rows, auto_lines = [], []
         facts = machine_facts()
         # every=1 first: the background model then limits torch threads; auto (0) last
         for every in sorted(args.every, key=lambda n: n or 10**6):
             say(f"every={every or 'auto'} ...")
-            r = measure(
-                clip, every, args.seconds, args.warmup, explainer, Path(tmp) / "settings.ini", args.model_threads
-            )
+            r = measure(clip, every, args.seconds, args.warmup, explainer, Path(tmp) / "settings.ini",
+                        args.model_threads, args.backend)  # fmt: skip
+            if r["auto"] is not None:
+                auto_lines.append(r["auto"])
+                say(f"  {r['auto']}")
             ok = r["p95"] <= TARGET_P95_MS and r["fps"] >= TARGET_FPS
             rows.append([
                 r["every"], fmt(r["captured"] / r["wall"]), fmt(r["fps"]), fmt(r["p50"], 0), fmt(r["p95"], 0),
@@ -142,7 +169,7 @@ def main() -> int:
                 fmt(r["model_runs"]), fmt(r["model_ms"], 0), "yes" if ok else "no",
             ])  # fmt: skip
             say(f"  {rows[-1]}")
-    print(f"### Live: 640x480 30 fps source, {args.model}, CPU, capture → display in the window\n")
+    print(f"### Live: 640x480 30 fps source, {args.model} on {backend}, CPU, capture → display in the window\n")
     for line in facts:
         print(line)
     print(f"- {args.seconds:g} s measured per row after {args.warmup:g} s of warm-up; torch threads for the "
@@ -157,6 +184,8 @@ def main() -> int:
          "model ms/run", f"meets ≤{TARGET_P95_MS:.0f} ms p95, ≥{TARGET_FPS:.0f} fps"],
         rows,
     ))  # fmt: skip
+    for line in auto_lines:
+        print(f"\n{line}")
     return 0
 
 

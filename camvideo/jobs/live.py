@@ -271,10 +271,10 @@ class LiveSession:
             options = self.options = dataclasses.replace(options, target="top1")
         # A compiled runtime takes torch's thread count when it compiles for the frame size,
         # and keeps it: it compiles first, with all threads (in step the model wants them);
-        # limiting torch's threads in the background would not reach it.
+        # the background limit on torch's threads then leaves it as it is.
         cpu = self.explainer.device.type == "cpu"
         compiled = cpu and getattr(self.explainer, "backend", "torch") != "torch"
-        self._threads = ModelThreads(options.model_threads, enabled=cpu and not compiled)
+        self._threads = ModelThreads(options.model_threads, enabled=cpu, model_follows=not compiled)
         self.pacing = self._new_pacing() if options.every == 0 else None
         every = self.pacing.every if self.pacing is not None else options.every
         self.annotator = LiveAnnotator(self.explainer, self._renderer(options), TemporalSmoother(options.smooth),

@@ -75,10 +75,15 @@ class ModelThreads:
     limit that is never put back leaks into the next session (and its model in step).
     :meth:`limit` runs in the model thread; :meth:`restore` in it, or in any thread once
     the model thread is done. ``limit=0`` (or a GPU): leave torch's count as it is.
+
+    ``model_follows=False``: the network runs on a compiled runtime whose threads were fixed
+    when it compiled; the limit still applies to torch's share (preprocessing, the maps,
+    the drawing), but the model is not expected to run faster in step (:meth:`ratio` is 1).
     """
 
-    def __init__(self, limit: int, enabled: bool = True) -> None:
+    def __init__(self, limit: int, enabled: bool = True, model_follows: bool = True) -> None:
         self.limit_to = limit if enabled else 0
+        self.model_follows = model_follows
         self.before: int | None = None  # the count before the limit; None: not limited now
 
     @property
@@ -86,8 +91,9 @@ class ModelThreads:
         return self.before is not None
 
     def ratio(self) -> float:
-        """Threads in step over threads in the background (1 when nothing is limited)."""
-        if self.limit_to <= 0:
+        """How many times faster the model is expected in step than in the background: threads
+        in step over threads in the background (1 when nothing limits the model's threads)."""
+        if self.limit_to <= 0 or not self.model_follows:
             return 1.0
         threads = self.before or torch.get_num_threads()
         return threads / min(threads, self.limit_to)
