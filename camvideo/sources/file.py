@@ -83,12 +83,11 @@ class FileSource:
         hwaccel: hardware device type to decode on (one of
             :func:`av.codec.hwaccel.hwdevices_available`, e.g. ``"cuda"``), or None
             for software decoding.
-        start, end: a range (a Ray segment), in seconds on the stream's clock (``Frame.time``,
-            pts x time base, compared exactly: give a Fraction for an exact frame). Yields the
-            frames with ``start <= time < end``: the first at or after ``start``, every one
-            before ``end``; None: no bound. Decoding starts at the keyframe at or before
-            ``start``; frame for frame, a range gives what the whole file gives (``info``
-            is the whole file's, whose first frame sets every frame's size).
+        start, end: a range (a Ray segment) in seconds on the stream's clock (``Frame.time``, pts x
+            time base, compared exactly: a Fraction gives an exact frame): the frames with ``start <=
+            time < end``, from the first at or after ``start``; None: no bound. Decoding starts at the
+            keyframe at or before ``start``; a range gives what the whole file gives for its frames
+            (``info`` is the whole file's, whose first frame sets every frame's size).
         first_index: ``Frame.index`` of the first frame yielded (its place in the whole video).
         decoder_threads: decoder (``thread_count``) and RGB conversion threads; 0: FFmpeg's choice.
 
@@ -300,8 +299,7 @@ class FileSource:
         self._truncated = False
 
     def _seek_to_start(self) -> None:
-        """Decode from the keyframe at or before the range's start up to its first frame (caller
-        holds ``_lock``). A seek that lands past the start (no index) starts again from 0."""
+        """Decode from the keyframe at or before the range's start to its first frame (caller holds ``_lock``)."""
         time_base = self.info.time_base
         self._seek(math.floor(self._start / time_base))
         first = True
@@ -310,7 +308,7 @@ class FileSource:
                 if not self._decode_next():
                     raise InputError(f"{self.path}: no frame at or after {float(self._start):.3f} s")
             if first and self._pending[0].pts is not None and self._pending[0].pts * time_base > self._start:
-                self._seek(0)  # the keyframe found is after the start: go from the beginning
+                self._seek(0)  # landed past the start (a container without an index): from the beginning
             first = False
             while self._pending and self._pending[0].pts is not None and self._pending[0].pts * time_base < self._start:
                 self._pending.popleft()
