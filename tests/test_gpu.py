@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from camvideo import Explainer, Renderer
-from camvideo.render import FrameDownloader, FrameUploader
+from camvideo.engine import FrameUploader
+from camvideo.render import FrameDownloader
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 METHODS = ["cam", "gradcam", "hirescam", "gradcam++", "layercam", "eigencam"]

@@ -24,10 +24,11 @@ from torch import nn
 
 from ..errors import ModelError
 from ..options import AUTO_METHOD, DEFAULT_INPUT_POLICY, INPUT_POLICIES, ModelOptions
-from ..render import FrameUploader
+from .backends import CompiledBackend, choose_backend, compiled_backend, inference_model
 from .layers import LayerReport, inspect_model
 from .methods import CAMMethod, make_method, method_name
 from .models import DEFAULT_MODEL, ModelSpec, load_model
+from .transfer import FrameUploader
 
 Target = Union[None, int, str, torch.Tensor, Sequence[int], Callable[[torch.Tensor], torch.Tensor]]
 
@@ -86,9 +87,19 @@ class Explainer:
     fp16, bf16) is the model's dtype; maps are always float32. ``compile=True`` runs the
     forward passes through ``torch.compile`` (static shapes: one compilation per input size).
 
-    One Explainer may serve several threads (videos annotated at once on one GPU): its
-    calls take turns on a lock, since the hook, the upload buffers and the method's
-    state belong to one call at a time. Rendering and the codecs run outside it.
+    ``backend`` (``auto``, ``torch``, ``openvino``, ``onnxruntime``): how the forward passes
+    run (:mod:`camvideo.engine.backends`). The compiled runtimes export the network once
+    per input size (cached on disk) and serve every method that needs no backward pass
+    through the network: ``cam``, ``scorecam``, ``eigencam`` and, on a pooled head, the
+    gradient methods (forward-only, :mod:`camvideo.engine.gradients`). ``auto`` picks
+    one on the CPU in float32 for a model loaded by name; see :meth:`describe`. On
+    torch, a model loaded by name runs with its BatchNorms folded (a copy: ``model`` keeps
+    the weights as loaded) and channels-last. ``threads``: the compiled runtime's threads
+    (default: torch's).
+
+    One Explainer may serve several threads (videos annotated at once on one GPU): the
+    forward and the hook capture take turns on a lock; uploads have their own. Rendering
+    and the codecs run outside it.
     """
 
     def __init__(
@@ -107,6 +118,8 @@ class Explainer:
         std: Sequence[float] | None = None,
         scorecam_chunk: int = 64,
         compile: bool = False,
+        backend: str = "auto",
+        threads: int | None = None,
     ) -> None:
         if precision not in _PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}; one of: {', '.join(_PRECISIONS)}")
@@ -124,8 +137,13 @@ class Explainer:
         example = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(0)).to(self.device)
         self.report: LayerReport = inspect_model(self.model, example, layer)
         self.model = self.model.to(dtype=self.dtype)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        loaded = not isinstance(model, nn.Module)  # by name: the module is ours to copy and fold
+        self.backend = choose_backend(backend, device=self.device, dtype=self.dtype, compile=compile, loaded=loaded)
+        # what the torch path runs (and hooks): folded where the model is ours, channels-last
+        self._net = inference_model(self.model, example.to(self.dtype), self.report.target, fold=loaded)
+        self._compiled: CompiledBackend | None = None
+        if self.backend != "torch":
+            self._compiled = compiled_backend(self.backend, self._net, self.spec.name, self.report.target, threads)
         if not self.spec.class_names:
             self.spec.class_names = [f"class {i}" for i in range(self.report.num_classes)]
         if len(self.spec.class_names) != self.report.num_classes:
@@ -146,14 +164,11 @@ class Explainer:
         self._resize_mode = (
             self.spec.interpolation if self.spec.interpolation in ("bilinear", "bicubic") else "bilinear"
         )
-        self._uploader = FrameUploader(self.device)
-        self._lock = threading.RLock()  # one call at a time: hook captures, upload slots
+        self._uploader = FrameUploader(self.device)  # its slots have a lock of their own
+        self._lock = threading.RLock()  # one call at a time: the forward, the hook capture
         # torch.compile wraps the model for the forward passes; hooks stay on the module itself
-        self._runner = torch.compile(self.model, dynamic=False) if compile else self.model
-        method = self._resolve(method)
-        self._method: CAMMethod | None = make_method(
-            method, self.model, self.report, self._runner, chunk=scorecam_chunk
-        )
+        self._runner = torch.compile(self._net, dynamic=False) if compile else self._net
+        self._method: CAMMethod | None = self._make(self._resolve(method))
         # A hook left on the user's module would outlive us: remove it when we are
         # garbage-collected without close() (the finalizer holds the method, not self).
         self._finalizer = weakref.finalize(self, _close_method, self._method)
@@ -171,6 +186,7 @@ class Explainer:
             precision=options.precision,
             compile=options.compile,
             input_policy=options.input_policy,
+            backend=options.backend,
         )
 
     # -- properties users and tools rely on ------------------------------------------------
@@ -192,17 +208,27 @@ class Explainer:
             return "cam" if self.report.cam_linear is not None else "gradcam"
         return method
 
+    def _make(self, method: str) -> CAMMethod:
+        backend = self._compiled if self._compiled is not None and not self._compiled.failed else None
+        return make_method(method, self._net, self.report, self._runner, backend, chunk=self._scorecam_chunk)
+
+    def describe(self) -> str:
+        """Which path the method takes, e.g. ``gradcam: forward-only (pooled head), openvino``
+        or ``gradcam: backward through the network, torch``."""
+        return self._live_method().describe()
+
     def set_method(self, method: str) -> None:
         """Switch the CAM method. If the new one cannot be used (``cam`` without a GAP head),
         the error is raised and the current method stays."""
         with self._lock:
-            new = make_method(self._resolve(method), self.model, self.report, self._runner, chunk=self._scorecam_chunk)
+            new = self._make(self._resolve(method))
             self.close()
             self._method = new
             self._finalizer = weakref.finalize(self, _close_method, new)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
+        """Remove the hook (the compiled backend stays: :meth:`set_method` after close reuses it)."""
         with self._lock:
             if self._method is not None:
                 self._finalizer.detach()
@@ -243,12 +269,14 @@ class Explainer:
         return (s, scaled) if height <= width else (scaled, s)
 
     def to_device(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 RGB frames (N, H, W, 3) or one (H, W, 3) as a uint8 tensor on the device."""
+        """uint8 RGB frames (N, H, W, 3) or one (H, W, 3) as a uint8 tensor on the device.
+
+        Never waits for a forward pass (the render thread calls it while the model runs):
+        on the CPU it only wraps the array; on CUDA the upload slots have their own lock."""
         if isinstance(frames, np.ndarray):
             if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[-1] != 3:
                 raise ValueError(f"frames must be uint8 RGB of shape (N, H, W, 3); got {frames.shape} {frames.dtype}")
-            with self._lock:
-                return self._uploader.upload(frames if frames.ndim == 4 else frames[None])
+            return self._uploader.upload(frames if frames.ndim == 4 else frames[None])
         t = frames
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"frames must be a numpy array or a torch tensor, not {type(frames).__name__}")
