@@ -91,10 +91,11 @@ async def watch(url: str, seconds: float, warmup: float, delay: float, server: p
             "encoded": encoded, "every": every, "max": max(latencies, default=float("nan"))}  # fmt: skip
 
 
-def serve_rows(clip: Path, every: int, seconds: float, warmup: float, throttle: float, model: str) -> list[dict]:
+def serve_rows(clip: Path, every: int, seconds: float, warmup: float, throttle: float, model: str,
+               backend: str) -> list[dict]:  # fmt: skip
     port = free_port()
     command = [sys.executable, "-m", "camvideo", "serve", str(clip), "--port", str(port), "--model", model,
-               "--every", str(every or "auto")]  # fmt: skip
+               "--every", str(every or "auto"), "--device", "cpu", "--backend", backend]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         process.stdout.readline()  # type: ignore[union-attr]  # the URL: listening
@@ -119,21 +120,26 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds left out after the first frame [3]")
     parser.add_argument("--throttle", type=float, default=100.0, help="the throttled client's ack delay, ms [100]")
     parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--backend", default="auto", help="how the network runs, in both (live --backend) [auto]")
     args = parser.parse_args()
 
     from camvideo import Explainer
+    from camvideo.options import ModelOptions
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_source_clip(Path(tmp) / "source_640x480.mp4")
-        explainer = Explainer(args.model, device="cpu")
+        explainer = Explainer.from_options(ModelOptions(model=args.model, device="cpu", backend=args.backend))
         facts = machine_facts()
         for every in args.every:
             name = "auto" if every == 0 else str(every)
             say(f"every={name}: desktop ...")
-            desk = measure(clip, every, args.seconds, args.warmup, explainer, Path(tmp) / "settings.ini", 1)
+            desk = measure(clip, every, args.seconds, args.warmup, explainer, Path(tmp) / "settings.ini", 1,
+                           args.backend)  # fmt: skip
             say(f"every={name}: serve ...")
-            normal, slow = serve_rows(clip, every, args.seconds, args.warmup, args.throttle / 1000, args.model)
+            normal, slow = serve_rows(
+                clip, every, args.seconds, args.warmup, args.throttle / 1000, args.model, args.backend
+            )
             fps_ok = normal["fps"] >= 0.9 * desk["fps"]
             p95_ok = normal["p95"] <= desk["p95"] + 30
             rows.append([f"desktop, every {desk['every']}", fmt(desk["fps"]), fmt(desk["p50"], 0), fmt(desk["p95"], 0),
@@ -149,7 +155,7 @@ def main() -> int:
                          f"max {slow['max']:.0f} ms: {'bounded' if bounded else 'NOT bounded'}; "
                          f"{slow['encoded'] - slow['received']} dropped"])  # fmt: skip
             say(f"  {rows[-3:]}")
-    print(f"### camvideo serve vs the desktop app: 640x480 30 fps source, {args.model}, CPU\n")
+    print(f"### camvideo serve vs the desktop app: 640x480 30 fps source, {args.model}, CPU, backend {args.backend}\n")
     for line in facts:
         print(line)
     print(f"- {args.seconds:g} s measured per row after {args.warmup:g} s of warm-up; the client decodes each JPEG "

@@ -150,8 +150,7 @@ class Server:
         path = await self._finish_recording()
         if self._status is not None:
             self._status.cancel()
-        for viewer in list(self.viewers):
-            await viewer.ws.close(code=1001, message=b"server shutting down")
+        await asyncio.gather(*(v.ws.close(code=1001, message=b"server shutting down") for v in list(self.viewers)))
         await asyncio.to_thread(self.session.stop, timeout)
         await asyncio.to_thread(self.hub.stop)
         if self._runner is not None:
