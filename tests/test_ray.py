@@ -102,8 +102,11 @@ def assert_whole(output: Path, source: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
+    auth_before = os.environ.get("RAY_AUTH_MODE")
     with ray_cluster(num_cpus=2) as info:
         yield info
+    # Ray marks the process for its local cluster's token; another cluster must not inherit that
+    assert os.environ.get("RAY_AUTH_MODE") == auth_before
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +133,14 @@ def test_local_cluster_listens_on_loopback_only(cluster) -> None:
     # No dashboard: none of its head processes, nothing on its port.
     names = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
     assert not [n for n in names if n.startswith("ray-dashboard-")] and 8265 not in {c.laddr.port for c in listening}
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        pytest.skip("this Ray starts its local cluster without token authentication: loopback is all there is")
+    # Ray (2.60) gave the cluster a token: a client on this machine without it is refused.
+    address = ray.get_runtime_context().gcs_address
+    code = f"import ray; ray.init(address={address!r}, logging_level='ERROR')"
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, RAY_AUTH_MODE="disabled"),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode != 0 and "Failed to connect" in proc.stderr, proc.stderr[-2000:]
 
 
 # -- plans and segment decoding (no cluster) ----------------------------------------------------

@@ -13,6 +13,13 @@ asked: annotating videos must not open a port to the network. Ray resolves
 ``127.0.0.1`` to the machine's outward address unless its cluster mode is off
 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ray is imported), so that switch is
 set for the local cluster's processes, which inherit it.
+
+Authentication is Ray's: Ray 2.60 (the version tested) starts a new local cluster with
+token authentication unless ``RAY_AUTH_MODE`` says otherwise (a random token it keeps in
+``~/.ray/auth_token``, written with the user's umask; a client without it is refused).
+Older Ray has none, and then the loopback binding is the only protection. Ray marks this
+process ``RAY_AUTH_MODE=token`` for the cluster; the old value is put back after it, so a
+later connection to another cluster is not asked for this one's token.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from ..errors import CamvideoError
 
 LOOPBACK = "127.0.0.1"
 _CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_AUTH_MODE = "RAY_AUTH_MODE"  # Ray sets it to "token" in this process when it starts a local cluster
 
 
 class ClusterError(CamvideoError):
@@ -108,6 +116,7 @@ def ray_cluster(
         address = os.environ.get("RAY_ADDRESS") or "local"
     local = address == "local"
     switch_before = _set_cluster_switch("0") if local else None
+    auth_before = os.environ.get(_AUTH_MODE)
     ray = import_ray()
     own = not ray.is_initialized()
     if own and on_start is not None:
@@ -131,6 +140,7 @@ def ray_cluster(
             ray.shutdown()
             if local:
                 _set_cluster_switch(switch_before)
+                _put_back(_AUTH_MODE, auth_before)
             if not isinstance(err, Exception):  # Ctrl-C while starting
                 raise
             what = "start a local Ray cluster" if local else f"connect to the Ray cluster at {address}"
@@ -145,3 +155,13 @@ def ray_cluster(
             ray.shutdown()
         if local:  # a later connection from this process to a real cluster needs its outward address
             _set_cluster_switch(switch_before)
+            if own:
+                _put_back(_AUTH_MODE, auth_before)
+
+
+def _put_back(name: str, value: str | None) -> None:
+    """Set the environment variable ``name`` to ``value`` again (None: unset)."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
