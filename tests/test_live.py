@@ -677,6 +677,7 @@ def test_cli_errors_come_before_qt(tmp_path: Path) -> None:
         (("live", str(tmp_path / "none.mp4")), "not a camera index"),
         (("live", "sample", "--snapshot", str(tmp_path / "x.jpg")), "ending in .png"),
         (("live", "sample", "--record", str(tmp_path / "no" / "r.mp4")), "does not exist"),
+        (("live", "sample", "--target", "no such thing"), "no class named 'no such thing'"),  # checked before Qt
     ]:
         proc = run_cli(*args, env=env)
         assert proc.returncode == 2 and "no qt" in proc.stdout, (args, proc.stderr)
