@@ -36,12 +36,13 @@ _RECENT = 8
 
 @dataclass
 class AppOptions:
-    """What ``camvideo live`` hands the window (all checked before Qt was imported)."""
+    """What ``camvideo live`` hands the window (checked before Qt was imported; the model
+    loads in the window's session unless ``explainer`` is given)."""
 
     source: LiveSource | str | None = None  # opened source, or a spec; None: first camera or sample
     spec: str | None = None  # how to open the source again (a model change restarts it)
     options: LiveOptions = LiveOptions()
-    explainer: Explainer | None = None  # loaded for options.model_key()
+    explainer: Explainer | None = None  # loaded for options.model_key(); None: the session loads it
     loop: bool = True
     duration: float | None = None  # seconds of frames shown before quitting
     snapshot: Path | None = None  # PNG of the last frame shown, saved on exit
