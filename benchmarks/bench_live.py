@@ -94,6 +94,7 @@ def measure(
     after = window.session.stats()
     pacing = window.session.pacing
     meter = window.meter
+    threads = threads_line()
     window.close()
     app.processEvents()
     captured = after.frames_read - before.frames_read
@@ -110,7 +111,19 @@ def measure(
         "model_runs": (after.model_runs - before.model_runs) / wall,
         "model_ms": after.model_ms,
         "auto": None if pacing is None else auto_line(pacing),
+        "threads": threads,
     }
+
+
+def threads_line() -> str:
+    """The threads running now: Python's by name, and the process's (OpenMP, the runtime, FFmpeg, Qt)."""
+    import threading
+
+    names = sorted(t.name for t in threading.enumerate())
+    status = Path("/proc/self/status")
+    total = next((line.split()[1] for line in status.read_text().splitlines() if line.startswith("Threads:")), "?") \
+        if status.exists() else "?"  # fmt: skip
+    return f"threads while measuring: {total} in the process; Python's: {', '.join(names)}"
 
 
 def auto_line(pacing) -> str:
@@ -159,6 +172,7 @@ def main() -> int:
             say(f"every={every or 'auto'} ...")
             r = measure(clip, every, args.seconds, args.warmup, explainer, Path(tmp) / "settings.ini",
                         args.model_threads, args.backend)  # fmt: skip
+            threads = r["threads"]
             if r["auto"] is not None:
                 auto_lines.append(r["auto"])
                 say(f"  {r['auto']}")
@@ -186,6 +200,7 @@ def main() -> int:
     ))  # fmt: skip
     for line in auto_lines:
         print(f"\n{line}")
+    print(f"\n{threads} (the last row)")
     return 0
 
 
