@@ -35,7 +35,7 @@ from camvideo.distributed import (  # noqa: E402
 )  # fmt: skip
 from camvideo.errors import ModelError, OutputError  # noqa: E402
 from camvideo.jobs import AnnotateSettings, VideoJob  # noqa: E402
-from camvideo.options import ModelOptions  # noqa: E402
+from camvideo.options import ModelOptions, OverlayOptions  # noqa: E402
 from camvideo.sources import FileSource  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -243,6 +243,17 @@ def test_non_default_options_on_ray_equal_the_local_run(cluster, one_thread, tmp
     # (1/32 of the input) are smaller than the default's 224 x 373 would give (7 x 11 or 7 x 12).
     with np.load(tmp_path / "ray" / "long.npz") as maps:
         assert maps["maps"].shape[1] < 7 and maps["maps"].shape[2] < 11
+
+
+def test_a_worker_plans_its_threads_over_its_own_cpus() -> None:
+    """An actor given one CPU runs its jobs' pools on one core's plan, not on the node's cores
+    (every actor on a node would otherwise take them all). No cluster: the actor class itself."""
+    from camvideo.distributed import AnnotateWorker
+
+    worker = AnnotateWorker(ModelOptions(device="cpu"), OverlayOptions(), AnnotateSettings(), threads=1)
+    assert worker.ready()["error"] is None
+    plan = worker.settings.threads
+    assert plan is not None and (plan.cores, plan.model, plan.decoder, plan.encoder, plan.opencv) == (1, 1, 1, 1, 1)
 
 
 def test_records_only_on_ray_is_refused_up_front(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import contextlib
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from ..engine import Explainer
 from ..errors import CamvideoError, OutputError
 from ..jobs import AnnotateSettings, VideoJob, annotate_video, check_output
+from ..jobs.threads import plan_threads
 from ..options import ModelOptions, OverlayOptions
 from ..render import Renderer
 from ..sources import FileSource
@@ -156,6 +157,10 @@ class AnnotateWorker:
             self.explainer = Explainer.from_options(model)
             self.explainer.selector(settings.target)  # a wrong class name fails here, once
             self.renderer = Renderer(**overlay.keywords(), class_names=self.explainer.class_names)
+            if threads and settings.threads is None:
+                # Each job plans its thread pools over the cores it may use: this actor's share,
+                # not the node's (its affinity mask), which every actor on the node would take.
+                self.settings = replace(settings, threads=plan_threads(threads, device=self.explainer.device.type))
         except CamvideoError as err:
             self.error = str(err)
         except Exception as err:  # noqa: BLE001 - reported to the driver as one line
