@@ -466,9 +466,10 @@ def test_a_background_model_gives_torch_its_threads_back(two_torch_threads: int)
 def test_a_compiled_backend_compiles_before_the_first_frame_with_all_threads(two_torch_threads: int) -> None:
     """Issue 18: a compiled runtime (OpenVINO, ONNX Runtime) takes torch's thread count when
     it compiles for the frame size and keeps it. The live session compiles it first, on a
-    blank frame of the source's size with all threads (the model in step needs them); the
-    background limit on torch's threads (torch's share: preprocessing, maps, drawing) comes
-    after, and auto expects the model no faster in step."""
+    blank frame of the source's size with all threads (the model in step needs them). Then
+    torch's own share (preprocessing, maps, drawing) is limited in step and in the
+    background alike (more torch threads would wait on the cores the runtime holds), and
+    auto expects the model no faster in step."""
     calls: list[tuple[int, tuple, bool]] = []  # (torch threads, input shape, blank) per model call
     explainer = tiny_explainer()
     explainer.backend = "openvino"  # what an Explainer on a compiled runtime says
@@ -481,8 +482,12 @@ def test_a_compiled_backend_compiles_before_the_first_frame_with_all_threads(two
     explainer.explain = counting  # type: ignore[method-assign]
     session = LiveSession(str(CATS), LiveOptions(every=0, model_threads=1), explainer=explainer).start()
     try:
-        collect(session, 0.5)
-        pacing = session.pacing
+        collect(session, 0.3)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and session.stats().every != 1:
+            session.display.get(0.5)
+        collect(session, 0.3)  # some frames in step
+        pacing, stats_every = session.pacing, session.stats().every
     finally:
         assert session.stop(2.0)
     with av.open(str(CATS)) as container:
@@ -490,7 +495,8 @@ def test_a_compiled_backend_compiles_before_the_first_frame_with_all_threads(two
     assert calls[0][1][1:3] == (height, width) and calls[0][2]  # the warm-up: blank, the source's size
     assert len(calls) > 3 and not any(blank for _, _, blank in calls[1:])
     assert calls[0][0] == 2  # compiled with all threads
-    assert calls[1][0] == 1  # auto starts in the background: torch's share limited
+    assert {threads for threads, _, _ in calls[1:]} == {1}  # torch's share limited, in step too
+    assert stats_every == 1  # the tiny model is fast: auto went in step
     assert pacing is not None and pacing.thread_ratio == 1.0  # and auto expects no speed-up in step
 
 

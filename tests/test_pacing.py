@@ -93,8 +93,41 @@ def test_every_auto_compares_like_times_in_step_and_in_the_background() -> None:
         auto.model(0.031)
         auto.choice()
     assert auto.every == 2  # 33 ms a step: past the band
-    # the background interval comes from the background model's time
-    assert auto.model_seconds == pytest.approx(0.040, rel=0.01)
+    # the background model's time, not measured since, follows the model in step: 40 ms
+    # then, times how much slower the model in step has become since (26 ms -> ~31 ms)
+    assert auto.model_seconds == pytest.approx(0.040 * auto.step_model / 0.026, rel=1e-9)
+    assert auto.step_model == pytest.approx(0.031, rel=0.01)
+
+
+def test_every_auto_estimates_the_mode_not_running_from_the_one_running() -> None:
+    """A busy machine: the model takes 18 ms in the background (one thread) but 29 ms in step
+    (two threads waiting on each other's cores), 4 ms to draw, at 30 fps. In step a frame
+    takes 33 ms, past the band: back to 2, and it stays there while the machine stays as
+    busy (no flipping: the step's 29 ms is remembered). When the machine becomes quieter
+    and the background model falls to 9 ms, the step estimate falls with it (29 x 9/18 +
+    4 = 18.5 ms, under 0.7 x 33 ms) and auto goes back in step; an old measurement of the
+    other mode never holds the choice for good."""
+    frame = 1 / 30
+    auto = EveryAuto(thread_ratio=2.0)
+    auto.frames([i * frame for i in range(10)])
+    for _ in range(SETTLE_RUNS):
+        auto.model(0.018, background=True)
+        auto.render(0.004)
+        auto.choice()
+    assert auto.step_seconds == pytest.approx(0.018 / 2 + 0.004) and auto.every == 1  # thread ratio: in step
+    for _ in range(2 * SETTLE_RUNS):
+        auto.model(0.029)
+        auto.choice()
+    assert auto.every == 2 and auto.step_seconds == pytest.approx(0.033, rel=0.01)
+    for _ in range(10 * SETTLE_RUNS):  # as busy as before: it stays in the background
+        auto.model(0.018, background=True)
+        assert auto.choice() == 2
+    assert auto.step_seconds == pytest.approx(0.029 * auto.background_model / 0.018 + 0.004, rel=1e-6)
+    for _ in range(10 * SETTLE_RUNS):  # quieter
+        auto.model(0.009, background=True)
+        auto.choice()
+    assert auto.every == 1
+    assert auto.step_seconds == pytest.approx(0.029 * auto.background_model / 0.018 + 0.004, rel=0.01)
 
 
 def test_every_auto_does_not_flip_at_the_step_boundary_but_still_switches() -> None:

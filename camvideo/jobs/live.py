@@ -284,7 +284,7 @@ class LiveSession:
         if compiled:  # compile (or load from the cache) now, not on the first frame shown
             self._worker.call(partial(warm_up, self.annotator, self.source.info.height, self.source.info.width))
         self.annotator.on_model_time = self._model_timed
-        if every > 1:
+        if every > 1 or compiled:  # (a compiled runtime's torch share is limited in step too)
             self._worker.call(partial(self._threads.background, True))
         source = self.source
         self._pipeline = Pipeline(source, self._process, self._publish, batch_size=4, policy="live",

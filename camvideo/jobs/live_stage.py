@@ -77,8 +77,10 @@ class ModelThreads:
     the model thread is done. ``limit=0`` (or a GPU): leave torch's count as it is.
 
     ``model_follows=False``: the network runs on a compiled runtime whose threads were fixed
-    when it compiled; the limit still applies to torch's share (preprocessing, the maps,
-    the drawing), but the model is not expected to run faster in step (:meth:`ratio` is 1).
+    when it compiled. torch's share (preprocessing, the maps, the drawing) then keeps the
+    limit in step too: more torch threads would only wait at their barriers for the cores
+    the runtime, the decoder and the window hold; and the model is not expected to run
+    faster in step (:meth:`ratio` is 1).
     """
 
     def __init__(self, limit: int, enabled: bool = True, model_follows: bool = True) -> None:
@@ -100,8 +102,8 @@ class ModelThreads:
 
     def background(self, on: bool) -> None:
         """The limit for a background model (``on``), or all threads back for one in step."""
-        if self.limit_to <= 0:
-            return
+        if self.limit_to <= 0 or (not on and not self.model_follows):
+            return  # nothing to limit; or a compiled runtime's torch share, limited in step too
         if not on:
             self.restore()
             return

@@ -7,8 +7,10 @@ at once with the last map). ``auto`` chooses from running measurements of like t
 
 - the model's time per frame, alone (never the drawing), in each mode: in step it runs
   with all of torch's threads, in the background with fewer (one core is left to decode,
-  draw and display), so the two are kept apart and each mode's time is estimated from the
-  other's with their measured ratio (before both are measured: the thread ratio);
+  draw and display), so the two are kept apart. The mode not running now is estimated:
+  its last measurement, scaled by how much the running mode's time has changed since
+  (a machine that has become busier or quieter slows or speeds both); before it has been
+  measured, from the running mode's time and the ratio of their threads;
 - the drawing's time per frame (smoothing, colormap, blend: the render thread's share);
 - the source's frame interval.
 
@@ -87,6 +89,9 @@ class EveryAuto:
         self.background_model: float | None = None  # ... in the background (limited threads)
         self.render_seconds = 0.0  # drawing per frame (render thread)
         self.model_total = 0.0  # seconds in the model so far (to take it out of a step's time)
+        self._in_step = False  # the last model run was in step
+        self._background_then: float | None = None  # background_model when step_model was last measured
+        self._step_then: float | None = None  # step_model when background_model was last measured
         self._short: float | None = None  # frame interval from intervals under LONG_GAP
         self._long: float | None = None  # ... from longer ones
         self._last_time: float | None = None
@@ -109,10 +114,19 @@ class EveryAuto:
         with the background thread limit."""
         if seconds > 0 and frames > 0:
             self.model_total += seconds
+            self._in_step = not background
+            # the other mode's last time, and this mode's time then (the first measured
+            # here, when this mode had none yet): the pair its estimates scale from
             if background:
                 self.background_model = _ema(self.background_model, seconds / frames)
+                self._step_then = self.step_model
+                if self._background_then is None and self.step_model is not None:
+                    self._background_then = self.background_model
             else:
                 self.step_model = _ema(self.step_model, seconds / frames)
+                self._background_then = self.background_model
+                if self._step_then is None and self.background_model is not None:
+                    self._step_then = self.step_model
             self._runs_since_change += 1
 
     def render(self, seconds: float, frames: int = 1) -> None:
@@ -127,26 +141,35 @@ class EveryAuto:
         return self._short if self._short is not None else self._long
 
     @property
+    def step_model_now(self) -> float | None:
+        """The model's time per frame in step: measured while in step, else estimated."""
+        if self._in_step or self.background_model is None:
+            return self.step_model
+        if self.step_model is None or not self._background_then:
+            return self.background_model / self.thread_ratio
+        return self.step_model * self.background_model / self._background_then
+
+    @property
+    def model_seconds(self) -> float | None:
+        """The model's time per frame in the background (what the interval N is made from):
+        measured while there, else estimated."""
+        if not self._in_step or self.step_model is None:
+            return self.background_model
+        if self.background_model is None or not self._step_then:
+            return self.step_model * self.thread_ratio
+        return self.background_model * self.step_model / self._step_then
+
+    @property
     def speedup(self) -> float:
-        """How many times faster the model runs in step than in the background."""
-        if self.step_model and self.background_model:
-            return max(1.0, self.background_model / self.step_model)
-        return self.thread_ratio
+        """How many times faster the model runs in step than in the background, now."""
+        step, background = self.step_model_now, self.model_seconds
+        return background / step if step and background else self.thread_ratio
 
     @property
     def step_seconds(self) -> float | None:
         """A frame in step: the model with all threads, then the drawing."""
-        model = self.step_model
-        if model is None and self.background_model is not None:
-            model = self.background_model / self.speedup
+        model = self.step_model_now
         return None if model is None else model + self.render_seconds
-
-    @property
-    def model_seconds(self) -> float | None:
-        """The model's time per frame in the background (what the interval N is made from)."""
-        if self.background_model is not None:
-            return self.background_model
-        return None if self.step_model is None else self.step_model * self.speedup
 
     def choice(self) -> int:
         """The interval to use now (``every`` updated when it should change)."""
