@@ -5,15 +5,16 @@ Each needs g = ∂y_c/∂A. Two ways to get it:
 * **forward-only (pooled head)**: where the target layer reaches the logits only through
   a global average pool and the head (the dry run's GAP check: ``report.cam_linear``,
   maybe after the LayerNorm ``report.cam_norm``), y = head(p) with p = (1/(h·w)) Σ_xy A(x, y),
-  so g(x, y) = (1/(h·w)) ∂y_c/∂p at every position. ∂y_c/∂p is taken by autograd through
-  the head alone (p → LayerNorm → linear), never through the network, so the method costs
-  a forward pass plus a (K × C) product, runs in inference mode and on the compiled
-  backends;
+  so g(x, y) = (1/(h·w)) ∂y_c/∂p at every position. ∂y_c/∂p is taken through the head
+  alone, never through the network: the linear layer's row W_c, or autograd through
+  p → LayerNorm → linear. So the method costs a forward pass plus a (K × C) product, runs
+  in inference mode and on the compiled backends. With g the same at every position each
+  formula has a closed form in the per-channel gradient (``pooled_formula``);
 * **backward through the network** (class-token ViTs, a layer before the last, heads
   that are not GAP → linear): one forward, one backward per target down to A only, on torch.
 
-The formulas then see the same (N, K, h, w) gradient either way (a broadcast view on the
-first path).
+Both paths give the same maps (tested against each other and against a float64 autograd
+reference).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class PooledHead:
 
     def gradients(self, p: torch.Tensor, classes: torch.Tensor) -> list[torch.Tensor]:
         """∂y_c/∂p (N, K) for each target column of ``classes`` (N, T)."""
+        if self.norm is None:  # y = W p + b: the gradient is the class's row of W
+            weight = self.linear.weight.detach().float()
+            return [weight[classes[:, t]] for t in range(classes.shape[1])]
         with torch.inference_mode(False), torch.enable_grad():
             leaf = p.detach().clone().requires_grad_()  # a normal tensor, also from inference mode
             logits = self(leaf)
@@ -100,7 +104,7 @@ class GradientMethod(CAMMethod):
         grads = self.head.gradients(p, classes)
         with torch.inference_mode():
             scale = 1.0 / (A.shape[2] * A.shape[3])
-            maps = [self.formula(A, (g * scale)[:, :, None, None].expand_as(A)) for g in grads]
+            maps = [self.pooled_formula(A, g * scale) for g in grads]
         return torch.stack(maps, 1), logits, classes
 
     def _backward(self, x: torch.Tensor, select: Selector) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -121,6 +125,10 @@ class GradientMethod(CAMMethod):
     def formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def pooled_formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The formula for a gradient ``g`` (N, K) that is the same at every position."""
+        return self.formula(A, g[:, :, None, None].expand_as(A))
+
 
 class GradCAM(GradientMethod):
     """Grad-CAM (Selvaraju et al. 2017).
@@ -133,6 +141,9 @@ class GradCAM(GradientMethod):
     def formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return F.relu(torch.einsum("nk,nkhw->nhw", g.mean(dim=(2, 3)), A))
 
+    def pooled_formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return F.relu(torch.einsum("nk,nkhw->nhw", g, A))  # α = g
+
 
 class HiResCAM(GradientMethod):
     """HiResCAM: element-wise gradient times activation, summed over channels.
@@ -144,6 +155,9 @@ class HiResCAM(GradientMethod):
 
     def formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return F.relu((g * A).sum(1))
+
+    def pooled_formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return F.relu(torch.einsum("nk,nkhw->nhw", g, A))  # = Grad-CAM's map here
 
 
 class GradCAMPlusPlus(GradientMethod):
@@ -164,6 +178,16 @@ class GradCAMPlusPlus(GradientMethod):
         w = (alpha * F.relu(g)).sum(dim=(2, 3))
         return F.relu(torch.einsum("nk,nkhw->nhw", w, A))
 
+    def pooled_formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        # a_k is the same at every position: w_k = h·w · a_k · ReLU(g_k)
+        g2 = g * g
+        denom = 2 * g2 + A.sum(dim=(2, 3)) * g2 * g
+        alpha = torch.where(
+            denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g2)
+        )
+        w = alpha * F.relu(g) * (A.shape[2] * A.shape[3])
+        return F.relu(torch.einsum("nk,nkhw->nhw", w, A))
+
 
 class LayerCAM(GradientMethod):
     """LayerCAM (Jiang et al. 2021): M = ReLU(Σ_k ReLU(g_k) ⊙ A_k)."""
@@ -172,6 +196,9 @@ class LayerCAM(GradientMethod):
 
     def formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return F.relu((F.relu(g) * A).sum(1))
+
+    def pooled_formula(self, A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return F.relu(torch.einsum("nk,nkhw->nhw", F.relu(g), A))
 
 
 @contextlib.contextmanager
