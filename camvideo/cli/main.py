@@ -214,7 +214,9 @@ def _annotate(args: argparse.Namespace) -> int:
     explainer = Explainer.from_options(ModelOptions.from_args(args))
     explainer.selector(args.target)  # a wrong class name fails now, not on every video
     if not args.quiet:  # which layer is explained, why, and how its output becomes a map (transformers)
-        print(f"{explainer.spec.name}: {explainer.method} on layer {explainer.report.describe()}")
+        print(
+            f"{explainer.spec.name}: {explainer.method} on layer {explainer.report.describe()}; {explainer.describe()}"
+        )
     renderer = Renderer(**OverlayOptions.from_args(args).keywords(), class_names=explainer.class_names)
     cuda = explainer.device.type == "cuda"
     settings = AnnotateSettings.from_args(args, cuda=cuda)
