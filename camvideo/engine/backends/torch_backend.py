@@ -74,6 +74,8 @@ def _foldable(model: nn.Module, conv_name: str, bn_name: str) -> bool:
 def fold_batchnorm(model: nn.Module, example: torch.Tensor, target: str) -> nn.Module:
     """A copy of ``model`` with its foldable BatchNorms folded (``model`` itself is never
     changed), or ``model`` when there is nothing to fold or the fold does not check out."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return model  # transformers: nothing to fold, no dry run
     pairs = foldable_pairs(model, example, target)
     if not pairs:
         return model
