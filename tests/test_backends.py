@@ -282,7 +282,7 @@ def test_class_token_vit_takes_the_backward_pass(backend: str) -> None:
     ) as ex:
         for method in GRADIENT:
             ex.set_method(method)
-            assert ex.describe() == f"{method}: backward through the network, torch"
+            assert ex.describe() == f"{method}: backward through the network, torch" and ex.backend == "torch"
             out = ex.explain(x)
             r = reference(ref, ex.target_layer, lambda t: t[:, 1:].transpose(1, 2).reshape(2, 32, 4, 4), x)
             assert_close_maps(out.maps, formula(method, r, None), f"vit {method}")
@@ -297,6 +297,7 @@ def test_auto_picks_a_compiled_backend_where_the_method_can_use_it() -> None:
         pytest.skip(f"efficientnet_lite0 unavailable: {err}")
     with ex:
         assert ex.describe() == f"gradcam: forward-only (pooled head), {COMPILED_BACKENDS[0]}"
+        assert ex.backend == COMPILED_BACKENDS[0]
     # a module passed in runs on torch under auto (a compiled copy would not follow its weights)
     with Explainer(randomise(SmallCNN(), 9), method="cam", device="cpu", class_names=list("abcde")) as ex:
         assert ex.describe() == "cam: forward only, torch"

@@ -138,12 +138,12 @@ class Explainer:
         self.report: LayerReport = inspect_model(self.model, example, layer)
         self.model = self.model.to(dtype=self.dtype)
         loaded = not isinstance(model, nn.Module)  # by name: the module is ours to copy and fold
-        self.backend = choose_backend(backend, device=self.device, dtype=self.dtype, compile=compile, loaded=loaded)
+        chosen = choose_backend(backend, device=self.device, dtype=self.dtype, compile=compile, loaded=loaded)
         # what the torch path runs (and hooks): folded where the model is ours, channels-last
         self._net = inference_model(self.model, example.to(self.dtype), self.report.target, fold=loaded)
         self._compiled: CompiledBackend | None = None
-        if self.backend != "torch":
-            self._compiled = compiled_backend(self.backend, self._net, self.spec.name, self.report.target, threads)
+        if chosen != "torch":
+            self._compiled = compiled_backend(chosen, self._net, self.spec.name, self.report.target, threads)
         if not self.spec.class_names:
             self.spec.class_names = [f"class {i}" for i in range(self.report.num_classes)]
         if len(self.spec.class_names) != self.report.num_classes:
@@ -211,6 +211,14 @@ class Explainer:
     def _make(self, method: str) -> CAMMethod:
         backend = self._compiled if self._compiled is not None and not self._compiled.failed else None
         return make_method(method, self._net, self.report, self._runner, backend, chunk=self._scorecam_chunk)
+
+    @property
+    def backend(self) -> str:
+        """What the current method's forward passes run on: ``torch``, ``openvino`` or
+        ``onnxruntime`` (torch where the method needs a backward pass or the runtime failed)."""
+        if self._method is not None:
+            return self._method.backend_name
+        return self._compiled.name if self._compiled is not None and not self._compiled.failed else "torch"
 
     def describe(self) -> str:
         """Which path the method takes, e.g. ``gradcam: forward-only (pooled head), openvino``
