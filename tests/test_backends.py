@@ -26,6 +26,7 @@ from torch import nn
 
 from camvideo import Explainer
 from camvideo.engine.backends import COMPILED_BACKENDS, fold_batchnorm, installed
+from camvideo.engine.cache import list_entries
 from camvideo.engine.methods import make_method
 from camvideo.errors import ModelError
 
@@ -219,6 +220,10 @@ def test_lite0_every_method_at_two_sizes(backend: str) -> None:
         ref = float64_copy(ex.model)  # the weights as loaded (the torch path runs a folded copy)
         for size, seed in (((96, 128), 1), ((64, 160), 2)):  # the second size compiles once more
             check_methods(ex, ref, channels_first, batch(seed, *size), backend, FORWARD)
+    if backend != "torch":  # one compiled entry per input size, with the layer and the runtime
+        keys = [e.key for e in list_entries() if e.key is not None and e.key.model == "efficientnet_lite0"]
+        sizes = sorted(tuple(k.input_size) for k in keys if k.backend == backend)
+        assert sizes == [(64, 160), (96, 128)] and all(k.layer == "head" for k in keys)
 
 
 CASES = {
