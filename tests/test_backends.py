@@ -309,14 +309,19 @@ def test_auto_picks_a_compiled_backend_where_the_method_can_use_it() -> None:
 
 
 # -- fallback and refusals ------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["export", "inference"])
 @pytest.mark.parametrize("backend", BACKENDS[1:])
-def test_a_failing_export_says_so_once_and_gives_the_torch_maps(backend: str, monkeypatch, capsys) -> None:
-    from camvideo.engine.backends import compiled
+def test_a_failing_export_says_so_once_and_gives_the_torch_maps(backend: str, where: str, monkeypatch, capsys) -> None:
+    from camvideo.engine.backends import compiled, openvino_backend, ort_backend
 
     def broken(*args, **kwargs):
         raise RuntimeError("Exporting the operator 'aten::frobnicate' to ONNX opset 17 is not supported")
 
-    monkeypatch.setattr(compiled, "export_onnx", broken)
+    if where == "export":
+        monkeypatch.setattr(compiled, "export_onnx", broken)
+    else:
+        runtime = {"openvino": openvino_backend.OpenVinoBackend, "onnxruntime": ort_backend.OnnxRuntimeBackend}
+        monkeypatch.setattr(runtime[backend], "infer", broken)
     net = randomise(SmallCNN(), 11)
     x = batch(12, 40, 56)
     torch_maps = {}
@@ -331,7 +336,8 @@ def test_a_failing_export_says_so_once_and_gives_the_torch_maps(backend: str, mo
             torch.testing.assert_close(ex.explain(x).maps, torch_maps[method], rtol=0, atol=0)
             assert ex.describe().endswith(", torch")
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"camvideo: {backend} could not compile SmallCNN"), lines
+    said = "could not compile" if where == "export" else "could not run"
+    assert len(lines) == 1 and lines[0].startswith(f"camvideo: {backend} {said} SmallCNN"), lines
     assert "frobnicate" in lines[0]
 
 
@@ -341,6 +347,11 @@ def test_an_explicit_runtime_that_is_not_installed_names_the_pip_command(monkeyp
     monkeypatch.setattr(backends, "installed", lambda name: False)
     with pytest.raises(ModelError, match=r"backend 'onnxruntime' is not installed; pip install"):
         Explainer(SmallCNN().eval(), device="cpu", backend="onnxruntime", class_names=list("abcde"))
+    monkeypatch.undo()
+    if len(BACKENDS) > 1:  # a compiled runtime runs float32 on the CPU: bf16 is torch's
+        with pytest.raises(ModelError, match="runs float32 on the CPU"):
+            Explainer(SmallCNN().eval(), device="cpu", backend=BACKENDS[1], precision="bf16", class_names=list("abcde"))
+    monkeypatch.setattr(backends, "installed", lambda name: False)
     with pytest.raises(ModelError, match="unknown backend 'tensorrt'"):
         Explainer(SmallCNN().eval(), device="cpu", backend="tensorrt", class_names=list("abcde"))
     # auto without any runtime: torch, no error

@@ -70,7 +70,10 @@ class CompiledBackend:
         else:
             self._compiled.move_to_end(size)
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        output, logits = self.infer(compiled, array)
+        try:  # a new batch size compiles here (OpenVINO)
+            output, logits = self.infer(compiled, array)
+        except Exception as err:
+            raise self._give_up("could not run", err) from err
         return torch.from_numpy(np.asarray(output)), torch.from_numpy(np.asarray(logits))
 
     def close(self) -> None:
@@ -91,14 +94,19 @@ class CompiledBackend:
         try:
             compiled = cached_entry(self.key(size), build, self.load, note=note)
         except Exception as err:  # an unsupported operator, an unknown CPU, a full disk
-            self.failed = True
-            reason = " ".join(str(err).split())[:200] or type(err).__name__
-            note(f"{self.name} could not compile {self.model_name} ({type(err).__name__}: {reason}); using torch")
-            raise BackendUnavailable(reason) from err
+            raise self._give_up("could not compile", err) from err
         self._compiled[size] = compiled
         while len(self._compiled) > KEPT_SIZES:
             self._compiled.popitem(last=False)
         return compiled
+
+    def _give_up(self, what: str, err: Exception) -> BackendUnavailable:
+        """Off for good, with one line saying why; the caller goes on with torch."""
+        self.failed = True
+        self._compiled.clear()
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        note(f"{self.name} {what} {self.model_name} ({type(err).__name__}: {reason}); using torch")
+        return BackendUnavailable(reason)
 
     def resolved_threads(self) -> int:
         return max(1, int(self.threads or torch.get_num_threads()))
