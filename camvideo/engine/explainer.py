@@ -169,6 +169,10 @@ class Explainer:
         # torch.compile wraps the model for the forward passes; hooks stay on the module itself
         self._runner = torch.compile(self._net, dynamic=False) if compile else self._net
         self._method: CAMMethod | None = self._make(self._resolve(method))
+        #: What the first method's forward passes run on: ``torch``, ``openvino`` or ``onnxruntime``
+        #: (torch where it needs a backward pass through the network); :meth:`describe` says it
+        #: for the current method.
+        self.backend: str = self._method.backend_name
         # A hook left on the user's module would outlive us: remove it when we are
         # garbage-collected without close() (the finalizer holds the method, not self).
         self._finalizer = weakref.finalize(self, _close_method, self._method)
@@ -211,14 +215,6 @@ class Explainer:
     def _make(self, method: str) -> CAMMethod:
         backend = self._compiled if self._compiled is not None and not self._compiled.failed else None
         return make_method(method, self._net, self.report, self._runner, backend, chunk=self._scorecam_chunk)
-
-    @property
-    def backend(self) -> str:
-        """What the current method's forward passes run on: ``torch``, ``openvino`` or
-        ``onnxruntime`` (torch where the method needs a backward pass or the runtime failed)."""
-        if self._method is not None:
-            return self._method.backend_name
-        return self._compiled.name if self._compiled is not None and not self._compiled.failed else "torch"
 
     def describe(self) -> str:
         """Which path the method takes, e.g. ``gradcam: forward-only (pooled head), openvino``
