@@ -6,7 +6,7 @@ One command, one run, every figure measured beside the others in interleaved rou
 * whole processes (start-up included) over a >= 500-frame 1280x720 H.264 clip, the
   sample Big Buck Bunny remuxed four times over (528 frames, cached in the temp dir):
   ``camvideo annotate`` with defaults, with ``--method gradcam``, with ``--no-video
-  --jsonl`` (when the CLI has it); the seeds' sequential recipe
+  --jsonl`` (when the CLI has it); a plain sequential script
   (``benchmarks/seed_recipe.py``); pytorch-grad-cam's GradCAM at batch 1 and 8 with its
   ``show_cam_on_image``, and torchcam's CAM with its ``overlay_mask``
   (``benchmarks/library_baselines.py``); and start-up alone (annotate on a 5-frame clip);
@@ -113,6 +113,11 @@ def commands(clip: Path, head: Path, work: Path, skip: set[str]) -> dict[str, tu
             cli + ["annotate", str(clip), "-o", str(work / "cam.mp4"), "--overwrite", "-q"],
             clip,
         ),
+        "camvideo-torch": (
+            "`camvideo annotate CLIP --backend torch` (the network in PyTorch, not a compiled runtime)",
+            cli + ["annotate", str(clip), "-o", str(work / "camt.mp4"), "--overwrite", "-q", "--backend", "torch"],
+            clip,
+        ),
         "camvideo-gradcam": (
             "`camvideo annotate CLIP --method gradcam`",
             cli + ["annotate", str(clip), "-o", str(work / "gc.mp4"), "--overwrite", "-q", "--method", "gradcam"],
@@ -124,7 +129,7 @@ def commands(clip: Path, head: Path, work: Path, skip: set[str]) -> dict[str, tu
             clip,
         ),
         "recipe": (
-            "seeds' sequential recipe (`seed_recipe.py`: cv2, 224x224, numpy CAM, mp4v)",
+            "a plain sequential script (`seed_recipe.py`: cv2, 224x224, numpy CAM, mp4v)",
             [py, str(HERE / "seed_recipe.py"), str(clip), str(work / "seq.mp4")],
             clip,
         ),
@@ -292,7 +297,7 @@ def main() -> int:
     parser.add_argument(
         "--kept", type=int, default=64, help="decoded frames the engine and encode stages run over [64]"
     )
-    parser.add_argument("--skip", nargs="*", default=[], help="run names to leave out (camvideo, camvideo-gradcam, "
+    parser.add_argument("--skip", nargs="*", default=[], help="run names to leave out (camvideo, camvideo-torch, camvideo-gradcam, "
                         "camvideo-no-video, recipe, gradcam-b1, gradcam-b8, torchcam, startup, stages)")  # fmt: skip
     parser.add_argument("--_stages", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_kept", type=int, default=64, help=argparse.SUPPRESS)
@@ -382,7 +387,7 @@ def main() -> int:
 
     best_gc = max([f for f in (fps_of("gradcam-b1"), fps_of("gradcam-b8")) if f == f], default=float("nan"))
     goals = [
-        ("1. annotate (cam) / seeds' recipe, whole process", fps_of("camvideo") / base, GOALS["annotate"]),
+        ("1. annotate (cam) / the plain script, whole process", fps_of("camvideo") / base, GOALS["annotate"]),
         (
             "2. annotate --method gradcam / pytorch-grad-cam at its best batch",
             fps_of("camvideo-gradcam") / best_gc,
