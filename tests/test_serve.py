@@ -338,7 +338,9 @@ def test_a_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "aiohttp", None)
     with pytest.raises(CamvideoError) as err:
         check_extra()
-    assert str(err.value) == "camvideo serve needs aiohttp: pip install 'camvideo[serve]'"
+    assert (
+        str(err.value) == 'camvideo serve needs aiohttp: pip install aiohttp (from the clone: pip install ".[serve]")'
+    )
 
 
 # -- the command ---------------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ def check_extra() -> None:
     try:
         import aiohttp  # noqa: F401
     except ImportError:
-        raise CamvideoError("camvideo serve needs aiohttp: pip install 'camvideo[serve]'") from None
+        raise CamvideoError(
+            'camvideo serve needs aiohttp: pip install aiohttp (from the clone: pip install ".[serve]")'
+        ) from None
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -117,7 +117,7 @@ def join_jsonl(parts: Sequence[Path], output: Path) -> Path:
 
 
 def join_maps(parts: Sequence[Path], output: Path) -> Path:
-    """Concatenate the parts' NPZ arrays (maps, classes, scores, frames, pts) along frames."""
+    """Concatenate the parts' NPZ arrays (maps, classes, scores, frames, time) along frames."""
     arrays: dict[str, list[np.ndarray]] = {}
     for part in parts:
         with np.load(part) as data:
