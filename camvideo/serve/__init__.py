@@ -7,7 +7,7 @@
 * :mod:`.running`: serving until Ctrl-C, or in a thread;
 * ``static/``: the page (plain HTML and JavaScript, no build step, nothing from the internet).
 
-Needs aiohttp: ``pip install 'camvideo[serve]'``.
+Needs aiohttp: ``pip install aiohttp`` (from the clone: ``pip install ".[serve]"``).
 """
 
 from .browser import BrowserSource
