@@ -166,7 +166,7 @@ def test_abort_leaves_nothing(tmp_path) -> None:
 
 def test_without_matplotlib_one_line(monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    with pytest.raises(CamvideoError, match=r"camvideo\[report\]") as err:
+    with pytest.raises(CamvideoError, match=r"pip install matplotlib") as err:
         ReportWriter(tmp_path / "x.report.png", NAMES)
     assert "\n" not in str(err.value) and list(tmp_path.iterdir()) == []
 

@@ -103,7 +103,9 @@ def _check_report_extra() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise CamvideoError("--report needs matplotlib: pip install 'camvideo[report]'") from None
+        raise CamvideoError(
+            "--report needs matplotlib: pip install matplotlib (or '.[report]' in camvideo's clone)"
+        ) from None
 
 
 def _internal(err: BaseException) -> str:

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--report", nargs="?", const=True, metavar="PATH.png",
                      help="one PNG per video: the top classes' probabilities over time, where the heat is (its "
                      "centre, x and y) and thumbnails of the overlay; alone: NAME.cam.report.png beside each video "
-                     "(needs matplotlib: pip install 'camvideo[report]')")  # fmt: skip
+                     "(needs matplotlib: pip install matplotlib)")  # fmt: skip
     out.add_argument(
         "--crf", type=int, default=defaults.DEFAULT_CRF, help="x264 quality, 0 (lossless) .. 51 [%(default)s]"
     )
@@ -159,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     _render_options(live)
     live.add_argument("--every", type=_every, default=0, metavar="N|auto",
                       help="run the model on every Nth frame (the frames between are drawn at once with the last map); "
-                      "auto: every frame when the model takes at most half a frame interval, else in the background "
-                      "on every Nth frame, N from the measured model time, so the display keeps the camera's rate "
+                      "auto: every frame when the model and the drawing take at most 80%% of a frame interval, else the "
+                      "model in the background on every Nth frame, N from its measured time, so the display keeps "
+                      "the camera's rate "
                       "[auto]")  # fmt: skip
     live.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True, help="loop a file source [on]")
     live.add_argument("--duration", type=_nonneg_float, metavar="SECONDS", help="quit after that long")

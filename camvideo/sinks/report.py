@@ -2,7 +2,7 @@
 
 :class:`ReportWriter` follows the writers' protocol (``open`` → ``write(result)`` per
 frame → ``close`` or ``abort``) and draws, at close, with matplotlib (the optional extra
-``camvideo[report]``; only the Agg canvas, never pyplot, so it is safe in a sink thread):
+matplotlib; only the Agg canvas, never pyplot, so it is safe in a sink thread):
 
 - **top classes over time**: the softmax probability of the classes with the highest
   mean probability over the video (from each frame's top-5; a class outside a frame's
@@ -81,7 +81,7 @@ def _require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise CamvideoError(
-            "the report needs matplotlib: pip install 'camvideo[report]' (or pip install matplotlib)"
+            "the report needs matplotlib: pip install matplotlib (or '.[report]' in camvideo's clone)"
         ) from None
 
 

