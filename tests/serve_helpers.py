@@ -25,18 +25,18 @@ WAIT = 60.0  # generous bound for anything the tests wait on (2 shared cores)
 
 @contextlib.contextmanager
 def served(source: object = CATS, *, token: str | None = None, browser: bool = False, folder: Path | None = None,
-           **options: object) -> Iterator[tuple[Server, str]]:  # fmt: skip
+           host: str = "127.0.0.1", **options: object) -> Iterator[tuple[Server, str]]:  # fmt: skip
     """A server on 127.0.0.1 (a free port) over the tiny model; stopped on exit. Yields the
     server and its base URL (http://127.0.0.1:PORT/), without the token."""
     live = LiveOptions(**{"every": 1, "smooth": 0.0, "boxes": False, "labels": False, **options})
     source_ = BrowserSource() if browser else str(source)
     session = LiveSession(source_, live, explainer=tiny_explainer())
-    config = ServeConfig(host="127.0.0.1", port=0, token=token, output_folder=folder or Path("."))
+    config = ServeConfig(host=host, port=0, token=token, output_folder=folder or Path("."))
     server = Server(session, config, browser=source_ if browser else None)  # type: ignore[arg-type]
     runner = ServerThread(server)
     runner.start()
     try:
-        yield server, f"http://127.0.0.1:{config.port}/"
+        yield server, f"http://{host}:{config.port}/"
     finally:
         runner.stop()
         assert session.threads_alive() == [], session.threads_alive()

@@ -105,3 +105,21 @@ def test_the_browsers_camera_goes_up_and_comes_back_annotated(tmp_path: Path) ->
             assert closest_source_distance(image, frames) > 15  # annotated: heat over the clip
         finally:
             browser.close()
+
+
+def test_with_a_token_the_page_loads_its_assets_and_draws_frames() -> None:
+    """The token in the URL sets a cookie; the page's relative /static/ URLs and its socket use it."""
+    frames = source_frames(CATS)
+    failed: list[str] = []
+    with served(token="s3cret") as (server, base), playwright_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page()
+            page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            page.goto(base + "?token=s3cret")
+            wait_for_frames(page)
+            assert closest_source_distance(canvas_pixels(page), frames) > 15  # heat over the clip
+            assert page.evaluate("getComputedStyle(document.body).margin") != "8px"  # style.css applied
+            assert failed == []
+        finally:
+            browser.close()

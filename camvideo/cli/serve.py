@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import socket
 import sys
 from pathlib import Path
 
@@ -27,6 +28,20 @@ def check_extra() -> None:
         ) from None
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail now, in one line, where ``host:port`` cannot be listened on (the server binds it again later)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind(address)
+    except OSError as err:
+        raise CamvideoError(f"cannot listen on {host}:{port} ({err.strerror or err}); choose another --port") from None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Open the source, load the model, serve until Ctrl-C; the exit code."""
     check_extra()
@@ -43,6 +58,7 @@ def run_serve(args: argparse.Namespace) -> int:
     folder = Path(args.output_folder)
     if not folder.is_dir():
         raise OutputError(f"{folder}: not a folder (--output-folder, where recordings are saved)")
+    check_port(args.host, args.port)  # before the model loads (seconds): a busy port fails at once
     options = LiveOptions.from_args(args)
     browser = BrowserSource() if args.source == "browser" else None
     source = browser if browser is not None else open_live_source(args.source, loop=args.loop)
@@ -59,6 +75,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def announce(url: str) -> None:
         print(f"camvideo serve: open {url}", flush=True)
+        for other in server.urls[1:]:  # --host 0.0.0.0: this machine's name first, then 127.0.0.1
+            print(f"  or {other}", flush=True)
         print(f"  source: {source.name}; MJPEG: {url.split('?')[0]}stream.mjpg"
               f"{'?token=' + token if token else ''}; Ctrl-C stops", flush=True)  # fmt: skip
 

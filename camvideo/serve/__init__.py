@@ -14,10 +14,10 @@ from .browser import BrowserSource
 from .hub import EncodedFrame, FrameHub, encode_jpeg
 from .protocol import FrameHeader, ProtocolError, pack_frame, parse_control, unpack_frame
 from .running import ServerThread, serve_until_stopped
-from .server import ServeConfig, Server, is_loopback
+from .server import ServeConfig, Server, is_loopback, urls_to_open
 
 __all__ = [
     "BrowserSource", "EncodedFrame", "FrameHeader", "FrameHub", "ProtocolError", "ServeConfig", "Server",
     "ServerThread", "encode_jpeg", "is_loopback", "pack_frame", "parse_control", "serve_until_stopped",
-    "unpack_frame",
+    "unpack_frame", "urls_to_open",
 ]  # fmt: skip

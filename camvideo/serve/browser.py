@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import cv2
 import numpy as np
 
 from ..sources import LIVE_TIME_BASE, LiveSource
@@ -20,7 +21,9 @@ class BrowserSource(LiveSource):
     camera's buffer of one), and it ends when closed.
 
     ``info`` is a guess until the first frame arrives (the browser picks the camera's size);
-    the session reads the frame's own size, and a recording takes the first frame's.
+    later frames of another size (a camera changing resolution, or another viewer's camera)
+    are resized to the first frame's size (stretched, not letterboxed), so a recording,
+    which takes the first frame's size, never fails mid-way.
     """
 
     kind = "camera"
@@ -35,9 +38,15 @@ class BrowserSource(LiveSource):
         self.dropped = 0  # pushed but never read: a newer one came first
         self._cond = threading.Condition()
         self._newest: tuple[np.ndarray, float, dict] | None = None
+        self.size: tuple[int, int] | None = None  # (width, height) of the first frame: all frames get it
 
     def push(self, image: np.ndarray, stamp: float = 0.0) -> None:
         """A decoded RGB frame from the browser; ``stamp`` is the client's own time for it."""
+        height, width = image.shape[:2]
+        if self.size is None:
+            self.size = (width, height)
+        elif self.size != (width, height):
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         with self._cond:
             if self._newest is not None:
                 self.dropped += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import threading
@@ -31,7 +32,12 @@ def serve_until_stopped(server: Server, on_url: Callable[[str], None] = print) -
             on_url(url)
             await stop.wait()
         finally:
-            print("camvideo: stopping", file=sys.stderr)
+            print("camvideo: stopping (Ctrl-C again to quit at once)", file=sys.stderr)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:  # a second Ctrl-C while a recording is finishing: the user wants out now
+                    loop.add_signal_handler(sig, os._exit, 130)
+                except (NotImplementedError, RuntimeError):
+                    pass
             path = await server.close()
         return path
 

@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,12 +46,13 @@ from .protocol import (
     unpack_upload,
 )  # fmt: skip
 
-__all__ = ["STATIC", "ServeConfig", "Server", "is_loopback"]
+__all__ = ["STATIC", "ServeConfig", "Server", "is_loopback", "urls_to_open"]
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 _STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
-_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_COOKIE = "camvideo_token_{port}"  # per port: two servers on one host keep their own tokens
+_MJPEG_SNDBUF = 32 * 1024  # a slow MJPEG reader blocks the writer early, so it gets the newest frame
 
 
 def is_loopback(host: str) -> bool:
@@ -61,6 +63,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def urls_to_open(bound: str, port: int, token: str | None) -> list[str]:
+    """The URLs to print for a server bound to ``bound``: for every interface (0.0.0.0, ::),
+    a bind address nobody can open, this machine's name and 127.0.0.1, as Jupyter does."""
+    if bound in ("127.0.0.1", "localhost"):
+        hosts = ["localhost"]
+    elif bound in ("0.0.0.0", "::", ""):
+        hosts = [socket.gethostname(), "127.0.0.1"]
+    else:
+        hosts = [bound if ":" not in bound else f"[{bound}]"]
+    query = f"?token={token}" if token else ""
+    return [f"http://{host}:{port}/{query}" for host in hosts]
 
 
 @dataclass
@@ -113,6 +128,8 @@ class Server:
         self.recordings: dict[str, Path] = {}  # name → path, the files this server recorded
         self.last_recording: Path | None = None
         self.url = ""
+        self.urls: list[str] = []  # every URL to print: for 0.0.0.0, this machine's name and 127.0.0.1
+        self.uploader: Viewer | None = None  # serve browser: the one viewer whose camera feeds the session
         self._runner: web.AppRunner | None = None
         self._status: asyncio.Task | None = None
         self.app = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
@@ -136,9 +153,8 @@ class Server:
                 f"cannot listen on {self.config.host}:{self.config.port} ({err.strerror or err}); choose another --port"
             ) from None
         port = self.config.port = self._runner.addresses[0][1]  # the port picked when 0 was asked for
-        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
-        host = "localhost" if self.config.host in ("127.0.0.1", "localhost") else host
-        self.url = f"http://{host}:{port}/" + (f"?token={self.config.token}" if self.config.token else "")
+        self.urls = urls_to_open(self.config.host, port, self.config.token)
+        self.url = self.urls[0]
         self.hub.start(asyncio.get_running_loop())
         self.session.start()
         self._status = asyncio.create_task(self._status_loop())
@@ -161,14 +177,25 @@ class Server:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         token = self.config.token
+        cookie = _COOKIE.format(port=self.config.port)
         if token:
-            given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("token ")
+            # the page's own assets and socket carry no query: the cookie set below lets them in
+            given = (request.query.get("token") or request.headers.get("Authorization", "").removeprefix("token ")
+                     or request.cookies.get(cookie, ""))  # fmt: skip
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return web.Response(status=401, text="401: this server needs its token (the URL it printed)\n")
-        elif (request.url.host or "").strip("[]").lower() not in _LOOPBACK_NAMES:
+        elif not self.host_ok(request.url.host or ""):
             # no token: a loopback server answers loopback names only (DNS rebinding)
             return web.Response(status=403, text="403: use http://localhost:PORT/\n")
-        return await handler(request)
+        response = await handler(request)
+        if token and request.query.get("token") and not response.prepared:
+            response.set_cookie(cookie, token, httponly=True, samesite="Strict", path="/")
+        return response
+
+    def host_ok(self, host: str) -> bool:
+        """Without a token, answer only loopback names and the host this server is bound to."""
+        host = host.strip("[]").lower()
+        return is_loopback(host) or host == self.config.host.strip("[]").lower()
 
     def origin_ok(self, request: web.Request) -> bool:
         """A browser's WebSocket must come from this server's own page (same host and port)."""
@@ -206,13 +233,20 @@ class Server:
     async def _mjpeg(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame",
                                                "Cache-Control": "no-store"})  # fmt: skip
+        sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+        if sock is not None:  # else the kernel's send buffer holds seconds of frames for a slow reader
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MJPEG_SNDBUF)
         await response.prepare(request)
         seq = 0
         try:
             while (frame := await self.hub.wait_after(seq)) is not None:
                 seq = frame.seq
-                head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}\r\n\r\n"
-                await response.write(head.encode() + frame.jpeg + b"\r\n")  # waits for a slow client
+                head = (f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}\r\n"
+                        f"X-Sequence: {seq}\r\n\r\n")  # fmt: skip
+                await response.write(head.encode() + frame.jpeg + b"\r\n")
+                # a slow reader: wait until the kernel took this frame, then send the newest (latest wins)
+                while request.transport is not None and request.transport.get_write_buffer_size() > 0:
+                    await asyncio.sleep(0.005)
         except (ConnectionError, asyncio.CancelledError):
             pass
         return response
@@ -241,6 +275,9 @@ class Server:
         finally:
             sender.cancel()
             self.viewers.discard(viewer)
+            if self.uploader is viewer:  # the camera is free: the next viewer to upload takes it
+                self.uploader = None
+                await self._broadcast({"type": "camera", "free": True})
         return ws
 
     def _hello(self) -> dict:
@@ -328,6 +365,12 @@ class Server:
         try:
             if self.browser is None:
                 raise ProtocolError("this server's source is not the browser's camera (start it with `serve browser`)")
+            if self.uploader is None or self.uploader.ws.closed:
+                self.uploader = viewer  # the first to upload holds the camera until it leaves
+            if viewer is not self.uploader:  # two cameras in one session would flicker between them
+                await viewer.send_json({"type": "camera", "free": False,
+                                        "message": "another viewer's camera feeds this session: you are watching"})  # fmt: skip
+                return
             stamp, jpeg = unpack_upload(data, self.config.max_upload)
             width, height = jpeg_size(jpeg)
             if not (0 < width <= MAX_UPLOAD_SIDE and 0 < height <= MAX_UPLOAD_SIDE):

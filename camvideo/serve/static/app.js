@@ -20,6 +20,7 @@ let pendingAck = null;     // a frame drawn while the tab was hidden: acked when
 let wantDownload = false;  // this viewer pressed Stop recording: download the file when it is ready
 let uploading = false;
 let uploadSent = 0;
+let watching = false;      // serve browser: another viewer's camera feeds the session; ours waits
 
 function send(message) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
@@ -81,7 +82,14 @@ function onJson(m) {
     const now = Date.now(), rtt = now - m.t;
     if (rtt < state.bestRtt) { state.bestRtt = rtt; state.offset = m.server_ms - (m.t + now) / 2; }
   } else if (m.type === "uploaded") { uploading = false; state.uploads += 1; scheduleUpload(); }
-  else if (m.type === "recorded") {
+  else if (m.type === "camera") {
+    // one camera at a time: the holder's; the others watch until it leaves, then may take over
+    watching = !m.free;
+    state.watching = watching;
+    uploading = false;
+    if (watching) note(m.message);
+    else if (state.browser) scheduleUpload();
+  } else if (m.type === "recorded") {
     note("Recorded " + m.name);
     if (wantDownload) { wantDownload = false; download(m.url + query, m.name); }
   } else if (m.type === "notice") note(m.message);
@@ -156,6 +164,8 @@ function showStatus(s) {
   $("pause").textContent = s.paused ? "Resume" : "Pause";
   $("record").textContent = s.recording ? "Stop recording" : "Record";
   $("record").classList.toggle("on", s.recording);
+  const now = Date.now();  // frames shown in the last 2 s: a pause or a stall ages the figure out
+  while (state.shown.length && state.shown[0] < now - 2000) state.shown.shift();
   const fps = state.shown.length > 1 ? (state.shown.length - 1) / ((state.shown[state.shown.length - 1] - state.shown[0]) / 1000) : 0;
   const recent = state.latencies.slice(-60);
   const parts = [fps.toFixed(1) + " fps"];
@@ -164,6 +174,7 @@ function showStatus(s) {
   parts.push(`dropped ${s.dropped}`);
   if (s.device) parts.push(s.device);
   if (s.viewers > 1) parts.push(`${s.viewers} viewers`);
+  if (watching) parts.push("watching another viewer's camera");
   if (s.paused) parts.push("paused");
   if (!["live", "playing", "starting"].includes(s.source)) parts.push(s.source);
   if (s.recording) parts.push(`● REC ${s.recorded} frames`);
@@ -186,7 +197,7 @@ async function startCamera() {
     return;
   }
   scheduleUpload();
-  setInterval(() => { if (uploading && Date.now() - uploadSent > 3000) { uploading = false; scheduleUpload(); } }, 1000);
+  setInterval(() => { if (uploading && !watching && Date.now() - uploadSent > 3000) { uploading = false; scheduleUpload(); } }, 1000);
 }
 
 function scheduleUpload() {
@@ -197,6 +208,7 @@ function scheduleUpload() {
 
 function upload() {
   const video = $("camera");
+  if (watching) return;  // uploads resume on the server's {type: "camera", free: true}
   if (uploading || !ws || ws.readyState !== WebSocket.OPEN || video.readyState < 2) { if (!uploading) setTimeout(scheduleUpload, 100); return; }
   const stamp = Date.now();
   grab.width = video.videoWidth;
