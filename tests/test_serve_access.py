@@ -11,6 +11,8 @@ import asyncio
 import re
 import socket
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -195,3 +197,17 @@ def test_a_slow_mjpeg_reader_gets_recent_frames_not_a_backlog() -> None:
     # what the socket buffers held: a few frames, then the newest again (latest wins)
     assert len(stale) <= 10, (resumed, seqs)
     assert seqs[-1] >= resumed
+
+
+# -- the command: a busy port before the model ------------------------------------------------------
+def test_a_busy_port_is_reported_before_the_model_loads() -> None:
+    # a model that cannot load: had it been loaded first, the error would be about the model
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "camvideo", "serve", "sample", "--port", str(port), "--model",
+                               "no_such_model_xyz"], capture_output=True, text=True, timeout=WAIT * 3)  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [f"camvideo: error: cannot listen on 127.0.0.1:{port} "
+                                                 "(Address already in use); choose another --port"]  # fmt: skip

@@ -123,3 +123,21 @@ def test_with_a_token_the_page_loads_its_assets_and_draws_frames() -> None:
             assert failed == []
         finally:
             browser.close()
+
+
+def test_the_pages_fps_figure_ages_out_while_paused() -> None:
+    with served() as (server, base), playwright_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page()
+            page.goto(base)
+            wait_for_frames(page, 5)
+            page.wait_for_function("/^[1-9][0-9.]* fps/.test(document.getElementById('status').textContent)",
+                                   timeout=WAIT * 1000)  # fmt: skip
+            page.click("#pause")
+            # no frames while paused: the 2 s window empties and the figure falls to 0
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('0.0 fps')",
+                                   timeout=WAIT * 1000)  # fmt: skip
+            assert server.session.paused
+        finally:
+            browser.close()
