@@ -252,6 +252,28 @@ def test_scorecam_on_every_backend(backend: str) -> None:
         check_methods(ex, ref, channels_first, batch(5, 32, 48), backend, ["scorecam"])
 
 
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+def test_two_structures_with_the_same_weights_never_share_a_compiled_model(backend: str) -> None:
+    """A review found that the cache key named a module by its class and weights only: the
+    same state dict in another structure (another activation, another stride) loaded the
+    first one's compiled graph. Each must give its own torch maps and logits."""
+    outputs = []
+    for act, stride in ((nn.ReLU(), 1), (nn.Tanh(), 1), (nn.ReLU(), 2)):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, stride, 1), act, nn.Conv2d(8, 8, 3, 1, 1),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()  # fmt: skip
+        x = batch(9, 32, 32, n=1)
+        with torch.no_grad():
+            expected = net(x)
+        with Explainer(net, method="cam", layer="2", device="cpu", backend=backend, class_names=list("abc")) as ex:
+            out = ex.explain(x)
+            assert ex.describe().endswith(backend)  # the compiled runtime ran, no fallback
+        assert torch.allclose(out.logits, expected, atol=1e-5), (act, stride)
+        assert tuple(out.maps.shape[-2:]) == (32 // stride, 32 // stride)
+        outputs.append(out.logits)
+    assert not torch.allclose(outputs[0], outputs[1])  # the structures really differ
+
+
 # -- forward-only gradients -----------------------------------------------------------------------
 @pytest.mark.parametrize("build", [resnet18, small_convnext], ids=["resnet18", "convnext"])
 def test_forward_only_gradients_equal_the_backward_pass(build) -> None:

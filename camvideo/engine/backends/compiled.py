@@ -9,6 +9,7 @@ compiled files instead of exporting again.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,6 @@ class CompiledBackend:
         self.target = target
         self.threads = threads
         self.failed = False
-        self._weights: str | None = None
         self._compiled: OrderedDict[tuple[int, int], Any] = OrderedDict()
 
     # -- what subclasses provide ----------------------------------------------------------
@@ -80,10 +80,13 @@ class CompiledBackend:
         self._compiled.clear()
 
     def key(self, size: tuple[int, int]) -> CacheKey:
-        if self._weights is None:
-            self._weights = weights_digest(self.model)
-        version = f"{self.runtime_version()}; torch {torch.__version__}; export {EXPORT_FORMAT}"
-        return CacheKey(self.model_name, self._weights, self.target, size, self.name, version)
+        # The weights are hashed at each compilation (a module's weights may have changed since
+        # the last size), and the structure too: two modules with the same state dict but other
+        # strides or activations must not share a compiled graph (repr names every module and
+        # its settings).
+        structure = hashlib.sha256(repr(self.model).encode()).hexdigest()[:16]
+        version = f"{self.runtime_version()}; torch {torch.__version__}; export {EXPORT_FORMAT}; net {structure}"
+        return CacheKey(self.model_name, weights_digest(self.model), self.target, size, self.name, version)
 
     def _compile(self, size: tuple[int, int]) -> Any:
         def build(folder: Path) -> None:

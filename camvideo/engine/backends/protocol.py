@@ -51,4 +51,4 @@ def installed(name: str) -> bool:
 
 def note(message: str) -> None:
     """One line on stderr, as camvideo's other notes."""
-    print(f"camvideo: {message}", file=sys.stderr, flush=True)
+    print(f"camvideo: {message.removeprefix('camvideo: ')}", file=sys.stderr, flush=True)
