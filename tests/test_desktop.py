@@ -214,7 +214,10 @@ def test_cli_refuses_a_display_where_no_x_server_answers(tmp_path) -> None:
 @pytest.mark.timeout(120)
 def test_a_running_xvfb_display_passes_the_x_check() -> None:
     read, write = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+    # -noreset: by default Xvfb resets when its last client leaves, and refuses connections
+    # for that moment: the second check below would race the first one's disconnect.
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "320x240x24", "-nolisten", "tcp",
+                               "-noreset"],
                               pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     os.close(write)
     try:
